@@ -1,0 +1,1 @@
+"""The nvmestack command line."""
