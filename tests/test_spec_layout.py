@@ -110,3 +110,22 @@ def test_field_beyond_size_is_rejected():
         class Bad(Struct):
             SIZE = 4
             x = Field(2, 4)
+
+
+class WithProperty(Struct):
+    SIZE = 4
+    n0 = Field(0, 2)
+
+    @property
+    def count(self):
+        return self.n0 + 1
+
+    @count.setter
+    def count(self, value):
+        self.n0 = value - 1
+
+
+def test_keywords_may_name_settable_properties():
+    assert WithProperty(count=5).n0 == 4
+    with pytest.raises(TypeError):
+        WithProperty(size=1)

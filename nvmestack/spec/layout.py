@@ -33,6 +33,7 @@ __all__ = [
     "Array",
     "IntArray",
     "Struct",
+    "check_range",
 ]
 
 _FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -374,9 +375,18 @@ class Struct:
     def __init__(self, **fields: Any) -> None:
         self._mv = memoryview(bytearray(self.SIZE))
         self._off = 0
+        derived = {}
+        cls = type(self)
         for name, value in {**self.DEFAULTS, **fields}.items():
-            if name not in self.FIELDS:
-                raise TypeError(f"{type(self).__name__} has no field {name!r}")
+            if name in self.FIELDS:
+                setattr(self, name, value)
+            elif isinstance(getattr(cls, name, None), property):
+                derived[name] = value
+            else:
+                raise TypeError(f"{cls.__name__} has no field {name!r}")
+        # Settable properties (a count stored 0-based, a value split over two
+        # dwords, ...) go after the plain fields they are built on.
+        for name, value in derived.items():
             setattr(self, name, value)
 
     @classmethod
@@ -457,3 +467,11 @@ class Struct:
             if value:
                 parts.append(f"{name}={value!r}" if isinstance(value, str) else f"{name}={value:#x}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def check_range(name: str, value: int, low: int, high: int) -> int:
+    """``value`` as an int, or ValueError naming ``name`` when outside ``low..high``."""
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {value:#x} is outside {low:#x}..{high:#x}")
+    return value
