@@ -19,8 +19,10 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 from typing import Any, ClassVar, NamedTuple
 
-from .admin import FeatureSelect  # SEL of Get Features; SUPPORTED returns FeatureCapabilities
-from .layout import Array, Bits, Field, Flag, Raw, Struct
+from .admin import (
+    FeatureSelect,  # SEL of Get Features; SUPPORTED returns FeatureCapabilities
+)
+from .layout import Array, Bits, Field, Flag, Raw, Struct, TitledEnum
 from .log import CriticalWarning
 
 __all__ = [
@@ -71,17 +73,7 @@ __all__ = [
 ]
 
 
-class _Titled(IntEnum):
-    title: str
-
-    def __new__(cls, value: int, title: str):
-        obj = int.__new__(cls, value)
-        obj._value_ = value
-        obj.title = title
-        return obj
-
-
-class FeatureId(_Titled):
+class FeatureId(TitledEnum):
     """Feature Identifier (FID), CDW10 bits 7:0 of Get/Set Features.  03h
     (LBA Range Type) is defined by the NVM Command Set."""
 

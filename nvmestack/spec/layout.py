@@ -21,6 +21,7 @@ protection information tuple is the only big-endian structure in NVMe).
 from __future__ import annotations
 
 import struct as _struct
+from enum import IntEnum
 from typing import Any, ClassVar, Sequence
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "IntArray",
     "Struct",
     "check_range",
+    "TitledEnum",
 ]
 
 _FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -475,3 +477,17 @@ def check_range(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name}: {value:#x} is outside {low:#x}..{high:#x}")
     return value
+
+
+class TitledEnum(IntEnum):
+    """A coded value whose ``title`` is the name the specification gives it.
+
+    Members are declared as ``NAME = value, "Specification Title"``."""
+
+    title: str
+
+    def __new__(cls, value: int, title: str):
+        obj = int.__new__(cls, value)
+        obj._value_ = value
+        obj.title = title
+        return obj

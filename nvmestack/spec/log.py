@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 from typing import Any, Iterable
 
-from .layout import Array, Bits, Field, Flag, IntArray, Raw, Str, Struct
+from .layout import Array, Bits, Field, Flag, IntArray, Raw, Str, Struct, TitledEnum
 
 __all__ = [
     "LogPageId",
@@ -61,19 +61,7 @@ __all__ = [
 # Log page identifiers
 
 
-class _Titled(IntEnum):
-    """An identifier whose ``title`` is the name the specification gives it."""
-
-    title: str
-
-    def __new__(cls, value: int, title: str):
-        obj = int.__new__(cls, value)
-        obj._value_ = value
-        obj.title = title
-        return obj
-
-
-class LogPageId(_Titled):
+class LogPageId(TitledEnum):
     """Log Page Identifier (LID), Get Log Page CDW10 bits 7:0 (NVMe 2.0
     figure 202 "Get Log Page - Log Page Identifiers"; 0Eh is defined by the
     NVM Command Set, BFh by the Zoned Namespace Command Set)."""

@@ -4,21 +4,13 @@ Fabrics figure "Fabrics Command Types")."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from .layout import TitledEnum
 
 __all__ = ["AdminOpcode", "NvmOpcode", "FabricsType", "FABRICS_OPCODE", "opcode_name"]
 
 
-class _Named(IntEnum):
-    """An opcode whose ``title`` is the name the specification gives it."""
-
-    title: str
-
-    def __new__(cls, value: int, title: str):
-        obj = int.__new__(cls, value)
-        obj._value_ = value
-        obj.title = title
-        return obj
+class _Named(TitledEnum):
+    """An opcode with the specification's name as its ``title``."""
 
     @property
     def data_transfer(self) -> int:

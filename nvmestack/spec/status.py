@@ -39,8 +39,9 @@ Incompatible Format for the other); a :class:`Status` therefore carries a
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import Any
+
+from .layout import TitledEnum
 
 __all__ = [
     "StatusCodeType",
@@ -73,16 +74,8 @@ DNR = 0x4000
 STATUS_MASK = 0x7FFF
 
 
-class StatusCodeType(IntEnum):
+class StatusCodeType(TitledEnum):
     """Status Code Type (SCT), status field bits 10:8 (figure 95)."""
-
-    title: str
-
-    def __new__(cls, value: int, title: str):
-        obj = int.__new__(cls, value)
-        obj._value_ = value
-        obj.title = title
-        return obj
 
     GENERIC = 0x0, "Generic Command Status"
     COMMAND_SPECIFIC = 0x1, "Command Specific Status"
@@ -91,16 +84,8 @@ class StatusCodeType(IntEnum):
     VENDOR = 0x7, "Vendor Specific"
 
 
-class _Code(IntEnum):
+class _Code(TitledEnum):
     """A Status Code (SC) value whose ``title`` is the specification's name."""
-
-    title: str
-
-    def __new__(cls, value: int, title: str):
-        obj = int.__new__(cls, value)
-        obj._value_ = value
-        obj.title = title
-        return obj
 
     @property
     def sct(self) -> StatusCodeType:
