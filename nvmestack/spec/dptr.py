@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .layout import Bits, Field, Raw, Struct
+from .layout import Bits, Field, ItemView, Raw, Struct
 
 __all__ = [
     "Psdt",
@@ -196,11 +196,12 @@ def sgl_segment_count(length: int) -> int:
     return length // SGL_DESCRIPTOR_SIZE
 
 
-class SglSegment(Sequence[SglDescriptor]):
+class SglSegment(ItemView):
     """A view of an SGL segment (consecutive descriptors) in a buffer;
     indexing returns descriptor views, nothing is copied."""
 
     __slots__ = ("_mv", "_off", "_count")
+    ITEM = "SGL descriptor"
 
     def __init__(self, buf, offset: int = 0, count: int | None = None):
         mv = _byte_view(buf)
@@ -215,23 +216,14 @@ class SglSegment(Sequence[SglDescriptor]):
     def __len__(self) -> int:
         return self._count
 
-    def _index(self, i: int) -> int:
-        if i < 0:
-            i += self._count
-        if not 0 <= i < self._count:
-            raise IndexError(f"SGL descriptor {i} out of range (0..{self._count - 1})")
-        return i
+    def _item(self, i: int) -> SglDescriptor:
+        return SglDescriptor.view(self._mv, self._off + i * SGL_DESCRIPTOR_SIZE)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._count))]
-        return SglDescriptor.view(self._mv, self._off + self._index(i) * SGL_DESCRIPTOR_SIZE)
-
-    def __setitem__(self, i: int, value) -> None:
+    def _set_item(self, i: int, value) -> None:
         data = value.raw if isinstance(value, Struct) else _byte_view(value)
         if len(data) != SGL_DESCRIPTOR_SIZE:
             raise ValueError(f"an SGL descriptor is {SGL_DESCRIPTOR_SIZE} bytes, got {len(data)}")
-        off = self._off + self._index(i) * SGL_DESCRIPTOR_SIZE
+        off = self._off + i * SGL_DESCRIPTOR_SIZE
         self._mv[off : off + SGL_DESCRIPTOR_SIZE] = data
 
     def fill(self, descriptors: Iterable[SglDescriptor]) -> int:
@@ -363,11 +355,12 @@ def _byte_view(buf) -> memoryview:
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
 
-class PrpList(Sequence[int]):
+class PrpList(ItemView):
     """A view of PRP entries (64-bit little-endian) in a buffer, typically
     one list page; reading and writing go straight to the buffer."""
 
     __slots__ = ("_mv", "_off", "_count")
+    ITEM = "PRP entry"
 
     _ENTRY = _struct.Struct("<Q")
 
@@ -390,25 +383,20 @@ class PrpList(Sequence[int]):
     def __len__(self) -> int:
         return self._count
 
-    def _index(self, i: int) -> int:
-        if i < 0:
-            i += self._count
-        if not 0 <= i < self._count:
-            raise IndexError(f"PRP entry {i} out of range (0..{self._count - 1})")
-        return i
-
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             start, stop, step = i.indices(self._count)
             if step == 1:
                 return self.read(start, max(0, stop - start))
-            return [self[j] for j in range(start, stop, step)]
-        return self._ENTRY.unpack_from(self._mv, self._off + self._index(i) * PRP_ENTRY_SIZE)[0]
+        return super().__getitem__(i)
 
-    def __setitem__(self, i: int, value: int) -> None:
+    def _item(self, i: int) -> int:
+        return self._ENTRY.unpack_from(self._mv, self._off + i * PRP_ENTRY_SIZE)[0]
+
+    def _set_item(self, i: int, value: int) -> None:
         if not 0 <= value < 1 << 64:
             raise ValueError(f"PRP entry {value:#x} does not fit in 64 bits")
-        self._ENTRY.pack_into(self._mv, self._off + self._index(i) * PRP_ENTRY_SIZE, value)
+        self._ENTRY.pack_into(self._mv, self._off + i * PRP_ENTRY_SIZE, value)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.read(0, self._count))

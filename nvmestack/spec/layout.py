@@ -34,6 +34,7 @@ __all__ = [
     "Array",
     "IntArray",
     "Struct",
+    "ItemView",
     "check_range",
     "TitledEnum",
 ]
@@ -230,32 +231,31 @@ class Sub(Field):
         mv[off : off + self.size] = data
 
 
-class _ArrayView(Sequence):
-    __slots__ = ("_field", "_mv", "_base")
+class ItemView(Sequence):
+    """Base of the sequences of fixed-size items held in a buffer (arrays of
+    structures, integer lists, SGL segments, PRP lists): indexing reads or
+    writes the buffer directly.  Subclasses provide ``__len__``,
+    ``_item(i)`` and ``_set_item(i, value)``; ``ITEM`` names an item in
+    error messages."""
 
-    def __init__(self, field: "Array | IntArray", mv: memoryview, base: int):
-        self._field = field
-        self._mv = mv
-        self._base = base
-
-    def __len__(self) -> int:
-        return self._field.count
+    __slots__ = ()
+    ITEM: ClassVar[str] = "item"
 
     def _index(self, i: int) -> int:
-        n = self._field.count
+        n = len(self)
         if i < 0:
             i += n
         if not 0 <= i < n:
-            raise IndexError(f"{self._field.name}[{i}] out of range (0..{n - 1})")
+            raise IndexError(f"{self.ITEM} {i} out of range (0..{n - 1})")
         return i
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return self._field.item(self._mv, self._base, self._index(i))
+            return [self._item(j) for j in range(*i.indices(len(self)))]
+        return self._item(self._index(i))
 
     def __setitem__(self, i: int, value: Any) -> None:
-        self._field.set_item(self._mv, self._base, self._index(i), value)
+        self._set_item(self._index(i), value)
 
     def __repr__(self) -> str:
         return f"[{', '.join(repr(x) for x in self)}]"
@@ -265,6 +265,28 @@ class _ArrayView(Sequence):
             return len(self) == len(other) and all(a == b for a, b in zip(self, other))  # type: ignore[arg-type]
         except TypeError:
             return NotImplemented
+
+
+class _ArrayView(ItemView):
+    __slots__ = ("_field", "_mv", "_base")
+
+    def __init__(self, field: "Array | IntArray", mv: memoryview, base: int):
+        self._field = field
+        self._mv = mv
+        self._base = base
+
+    @property
+    def ITEM(self) -> str:  # type: ignore[override]
+        return self._field.name
+
+    def __len__(self) -> int:
+        return self._field.count
+
+    def _item(self, i: int) -> Any:
+        return self._field.item(self._mv, self._base, i)
+
+    def _set_item(self, i: int, value: Any) -> None:
+        self._field.set_item(self._mv, self._base, i, value)
 
 
 class Array(Field):
