@@ -56,3 +56,18 @@ def test_cqe_layout():
 
 def test_registry_falls_back_to_common_format():
     assert command_class(True, 0x55) is Command
+
+
+def test_opcode_names_and_command_sets():
+    from nvmestack.spec.opcodes import AdminOpcode, CommandSet, NvmOpcode, opcode_name
+
+    assert [int(o) for o in AdminOpcode if o != 0x7F] == [
+        0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C, 0x0D,
+        0x10, 0x11, 0x14, 0x15, 0x18, 0x7C, 0x80, 0x84,
+    ]
+    assert [int(o) for o in NvmOpcode if o != 0x7F] == [0x00, 0x01, 0x02, 0x04, 0x05, 0x08, 0x09, 0x0C, 0x19]
+    assert NvmOpcode.WRITE.data_transfer == 1 and NvmOpcode.READ.data_transfer == 2
+    assert opcode_name(0x06, admin=True) == "Identify"
+    assert opcode_name(0x7F, admin=True, fctype=0x04) == "Property Get"
+    assert opcode_name(0x42, admin=True).startswith("Unknown admin opcode")
+    assert (CommandSet.NVM, CommandSet.ZONED) == (0, 2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .layout import TitledEnum
 
-__all__ = ["AdminOpcode", "NvmOpcode", "FabricsType", "FABRICS_OPCODE", "opcode_name"]
+__all__ = ["AdminOpcode", "NvmOpcode", "FabricsType", "CommandSet", "FABRICS_OPCODE", "opcode_name"]
 
 
 class _Named(TitledEnum):
@@ -56,6 +56,15 @@ class NvmOpcode(_Named):
 
 
 FABRICS_OPCODE = 0x7F
+
+
+class CommandSet(TitledEnum):
+    """Command Set Identifier (CSI): which I/O command set an opcode,
+    an Identify structure or a namespace belongs to."""
+
+    NVM = 0x00, "NVM Command Set"
+    KEY_VALUE = 0x01, "Key Value Command Set"
+    ZONED = 0x02, "Zoned Namespace Command Set"
 
 
 class FabricsType(_Named):
