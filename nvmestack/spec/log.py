@@ -14,6 +14,7 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 from typing import Any, Iterable
 
+from .fabrics import DISCOVERY_NQN
 from .layout import Array, Bits, Field, Flag, IntArray, Raw, Str, Struct, TitledEnum
 
 __all__ = [
@@ -492,7 +493,7 @@ class SanitizeStatusLog(Struct):
 # --------------------------------------------------------------------------
 # Discovery (LID 70h), NVMe 2.0 5.16.1.23
 
-NVME_DISC_SUBSYS_NAME = "nqn.2014-08.org.nvmexpress.discovery"
+NVME_DISC_SUBSYS_NAME = DISCOVERY_NQN  # the well-known discovery NQN, written once in fabrics.py
 DISCOVERY_LOG_HEADER_SIZE = 1024
 DISCOVERY_LOG_ENTRY_SIZE = 1024
 

@@ -1,0 +1,1 @@
+"""NVM command set handlers."""

@@ -1,0 +1,182 @@
+"""The NVM subsystem: identity, namespaces, controllers, allowed hosts.
+
+One subsystem has one or more controllers (each with its own cntlid,
+features, logs, queues and async events) sharing its namespaces.  The
+subsystem also owns what the specification makes subsystem-wide: firmware
+slots, the SMART / health counters, and fault injection for testing hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid as _uuid
+from typing import Iterable
+
+from ..spec.fabrics import DISCOVERY_NQN
+from ..spec.log import LogPageId
+from .controller import AsyncEventType, Controller
+from .namespace import Namespace
+
+__all__ = ["Subsystem", "NoticeInfo", "MAX_CNTLID"]
+
+MAX_CNTLID = 0xFFEF  # 1..FFEFh are valid controller identifiers
+
+
+class NoticeInfo:
+    """Asynchronous Event Information for Notice events (type 2)."""
+
+    NAMESPACE_ATTRIBUTE_CHANGED = 0x00
+    FIRMWARE_ACTIVATION_STARTING = 0x01
+    TELEMETRY_LOG_CHANGED = 0x02
+    ANA_CHANGE = 0x03
+    DISCOVERY_LOG_CHANGED = 0xF0
+
+
+def default_nqn() -> str:
+    return f"nqn.2014-08.org.nvmexpress:uuid:{_uuid.uuid4()}"
+
+
+class Subsystem:
+    def __init__(
+        self,
+        nqn: str | None = None,
+        *,
+        serial: str | None = None,
+        model: str = "nvmestack",
+        firmware_revision: str = "1.0",
+        ieee_oui: int = 0,
+        max_namespaces: int = 1024,
+        allow_any_host: bool = True,
+        allowed_hosts: Iterable[str] = (),
+        discovery: bool = False,
+    ):
+        self.nqn = nqn or default_nqn()
+        self.serial = serial or os.urandom(10).hex()
+        self.model = model
+        self.ieee_oui = ieee_oui
+        self.max_namespaces = max_namespaces
+        self.allow_any_host = allow_any_host
+        self.allowed_hosts: set[str] = set(allowed_hosts)
+        self.discovery = discovery or self.nqn == DISCOVERY_NQN
+        self.namespaces: dict[int, Namespace] = {}
+        self.controllers: dict[int, Controller] = {}
+        self.lock = threading.RLock()
+        self._next_cntlid = 1
+
+        from .faults import FaultInjector
+        from .firmware import FirmwareSlots
+        from .health import Health
+
+        self.firmware = FirmwareSlots(firmware_revision)
+        self.health = Health(self)
+        self.faults: FaultInjector | None = None
+
+    @property
+    def firmware_revision(self) -> str:
+        return self.firmware.active_revision
+
+    # -- hosts --------------------------------------------------------------
+
+    def host_allowed(self, hostnqn: str) -> bool:
+        return self.allow_any_host or hostnqn in self.allowed_hosts
+
+    # -- controllers ----------------------------------------------------------
+
+    def add_controller(self, *, cntlid: int | None = None, **options) -> Controller:
+        """A new controller (dynamic cntlid unless one is given).  Every
+        namespace that is shared, or not yet attached anywhere, is attached
+        to it, as a freshly created controller of a simple device sees them."""
+        with self.lock:
+            if cntlid is None:
+                cntlid = self._allocate_cntlid()
+            elif cntlid in self.controllers or not 1 <= cntlid <= MAX_CNTLID:
+                raise ValueError(f"controller id {cntlid} is in use or invalid")
+            ctrl = Controller(self, cntlid, **options)
+            self.controllers[cntlid] = ctrl
+            for ns in self.namespaces.values():
+                if ns.auto_attach and (ns.shared or not ns.attached):
+                    ns.attached.add(cntlid)
+            return ctrl
+
+    def _allocate_cntlid(self) -> int:
+        for _ in range(MAX_CNTLID):
+            cntlid = self._next_cntlid
+            self._next_cntlid = cntlid % MAX_CNTLID + 1
+            if cntlid not in self.controllers:
+                return cntlid
+        raise RuntimeError("no free controller identifier")
+
+    def remove_controller(self, ctrl: Controller) -> None:
+        with self.lock:
+            self.controllers.pop(ctrl.cntlid, None)
+            for ns in self.namespaces.values():
+                if not ns.shared:
+                    continue
+                ns.attached.discard(ctrl.cntlid)
+        ctrl.controller_reset()
+
+    # -- namespaces -------------------------------------------------------------
+
+    def free_nsid(self) -> int | None:
+        for nsid in range(1, self.max_namespaces + 1):
+            if nsid not in self.namespaces:
+                return nsid
+        return None
+
+    def add_namespace(self, ns: Namespace, *, attach: bool = True) -> Namespace:
+        """Add a namespace, attached to every controller when ``attach``."""
+        with self.lock:
+            if ns.nsid in self.namespaces:
+                raise ValueError(f"namespace {ns.nsid} exists")
+            if ns.nsid > self.max_namespaces:
+                raise ValueError(f"NSID {ns.nsid} is above the subsystem's {self.max_namespaces}")
+            ns.auto_attach = attach
+            self.namespaces[ns.nsid] = ns
+            if attach:
+                ns.attached.update(self.controllers)
+        if attach:
+            self.namespace_changed([ns.nsid], self.controllers.values())
+        return ns
+
+    def remove_namespace(self, nsid: int) -> Namespace:
+        with self.lock:
+            ns = self.namespaces.pop(nsid)
+            attached = [self.controllers[c] for c in ns.attached if c in self.controllers]
+            ns.attached.clear()
+        ns.close()
+        self.namespace_changed([nsid], attached)
+        return ns
+
+    def namespace_changed(self, nsids: Iterable[int], controllers: Iterable[Controller]) -> None:
+        """Record changed namespaces in each controller's Changed Namespace
+        List log and raise the Namespace Attribute Changed notice."""
+        nsids = list(nsids)
+        for ctrl in list(controllers):
+            with ctrl.lock:
+                ctrl.changed_namespaces.update(nsids)
+            ctrl.post_event(AsyncEventType.NOTICE, NoticeInfo.NAMESPACE_ATTRIBUTE_CHANGED, LogPageId.CHANGED_NS)
+
+    # -- whole-subsystem operations ------------------------------------------------
+
+    def flush_all(self) -> None:
+        for ns in list(self.namespaces.values()):
+            ns.flush()
+
+    def controller_shut_down(self, ctrl: Controller, abrupt: bool) -> None:
+        """A controller completed a shutdown (CC.SHN)."""
+        self.health.shutdown(abrupt)
+
+    def nvm_subsystem_reset(self) -> None:
+        """NSSR: every controller resets and reports NSSRO."""
+        for ctrl in list(self.controllers.values()):
+            ctrl.controller_reset()
+            ctrl.regs.csts.nssro = True
+        self.firmware.subsystem_reset()
+
+    def close(self) -> None:
+        for ns in self.namespaces.values():
+            ns.close()
+
+    def __repr__(self) -> str:
+        return f"<Subsystem {self.nqn} {len(self.namespaces)} ns {len(self.controllers)} ctrl>"

@@ -1,0 +1,60 @@
+"""The dispatch core: unknown opcodes, namespaces, command ids, async
+events, the error log, controller registers."""
+
+from nvmestack.spec.admin import KeepAlive
+from nvmestack.spec.log import ErrorInformationEntry
+from nvmestack.spec.registers import Reg, Shn, Shst
+from nvmestack.spec.sqe import Command
+from nvmestack.spec.status import GenericStatus, Status
+
+from .conftest import enable
+
+
+def test_unknown_admin_opcode_is_invalid_opcode_with_dnr(ctrl):
+    req = ctrl.submit(Command(opcode=0x3E, cid=9))
+    assert req.done
+    st = Status.of(req.cqe)
+    assert (st.sct, st.sc, st.dnr) == (0, GenericStatus.INVALID_OPCODE, True)
+    assert req.cqe.cid == 9
+
+
+def test_failed_command_goes_to_the_error_log(ctrl):
+    ctrl.submit(Command(opcode=0x3E, cid=0x55, nsid=0))
+    assert ctrl.error_count == 1
+    entry = ErrorInformationEntry.decode(ctrl.error_log[0])
+    assert entry.error_count == 1 and entry.cmdid == 0x55 and entry.sqid == 0
+    assert entry.sc == GenericStatus.INVALID_OPCODE and entry.pel_byte == 0
+
+
+def test_io_command_on_inactive_namespace(ctrl):
+    req = ctrl.submit(Command(opcode=0x02, nsid=7), sqid=1)  # Read
+    assert Status.of(req.cqe).sc in (GenericStatus.INVALID_NAMESPACE_OR_FORMAT, GenericStatus.INVALID_OPCODE)
+
+
+def test_keep_alive_resets_timer(ctrl):
+    ctrl.kato = 100
+    ctrl.last_keep_alive -= 1
+    assert ctrl.keep_alive_expired()
+    req = ctrl.submit(KeepAlive())
+    assert Status.of(req.cqe).ok
+    assert not ctrl.keep_alive_expired()
+
+
+def test_cc_enable_disable_and_shutdown(subsystem):
+    ctrl = subsystem.add_controller()
+    assert not ctrl.regs.csts.rdy
+    enable(ctrl)
+    ctrl.set_property(Reg.CC, 4, ctrl.regs.cc.value | (Shn.NORMAL << 14))
+    assert ctrl.regs.csts.shst == Shst.COMPLETE
+    ctrl.set_property(Reg.CC, 4, 0)
+    assert not ctrl.regs.csts.rdy
+    # Read-only registers ignore writes.
+    cap = ctrl.get_property(Reg.CAP, 8)
+    ctrl.set_property(Reg.CAP, 8, 0)
+    assert ctrl.get_property(Reg.CAP, 8) == cap
+
+
+def test_invalid_page_size_sets_cfs(subsystem):
+    ctrl = subsystem.add_controller()
+    ctrl.set_property(Reg.CC, 4, 1 | (15 << 7))  # MPS beyond CAP.MPSMAX
+    assert ctrl.regs.csts.cfs and not ctrl.regs.csts.rdy
