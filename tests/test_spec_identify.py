@@ -16,6 +16,7 @@ from nvmestack.spec.identify import (
     IdentifyController,
     IdentifyControllerNvm,
     IdentifyNamespace,
+    IdentifyNamespaceIndependent,
     LbaFormat,
     NamespaceList,
     NidType,
@@ -38,6 +39,7 @@ ALL = [
     LbaFormat,
     IdentifyNamespace,
     IdentifyControllerNvm,
+    IdentifyNamespaceIndependent,
     NamespaceList,
     ControllerList,
     NsIdDescriptor,
@@ -591,3 +593,16 @@ def test_ns_descriptor_iter_errors():
     stop[0:4] = bytes([1, 0, 0, 0])
     stop[4:8] = bytes([1, 8, 0, 0])
     assert decode_ns_id_descriptors(stop) == []
+
+
+def test_identify_namespace_independent_layout():
+    """CNS 08h (NVMe 2.0 figure 280): NSFEAT 0, NMIC 1, RESCAP 2, FPI 3,
+    ANAGRPID 7:4, NSATTR 8, NVMSETID 11:10, ENDGID 13:12, NSTAT 14."""
+    raw = bytearray(4096)
+    raw[0:15] = bytes([0x08, 0x01, 0x02, 0x83]) + le(0x11223344, 4) + bytes([0x01, 0]) + le(7, 2) + le(9, 2) + b"\x01"
+    ind = IdentifyNamespaceIndependent.decode(raw)
+    assert (ind.nsfeat, ind.nmic_shared, ind.rescap, ind.fpi) == (0x08, True, 0x02, 0x83)
+    assert (ind.anagrpid, ind.nsattr_write_protected, ind.nvmsetid, ind.endgid) == (0x11223344, True, 7, 9)
+    assert ind.nstat_ready and IdentifyNamespaceIndependent.SIZE == 4096
+    assert bytes(IdentifyNamespaceIndependent(nsfeat=0x08, nmic=1, rescap=2, fpi=0x83, anagrpid=0x11223344,
+                                              nsattr=1, nvmsetid=7, endgid=9, nstat_ready=True)) == bytes(raw)

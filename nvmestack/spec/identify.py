@@ -13,6 +13,7 @@ CNS 02h, 07h, 10h, 1Ah                     :class:`NamespaceList`
 CNS 03h                                    Namespace Identification
                                            Descriptor list (functions)
 CNS 06h, CSI 00h                           :class:`IdentifyControllerNvm`
+CNS 08h                                    :class:`IdentifyNamespaceIndependent`
 CNS 12h, 13h; Namespace Attachment data    :class:`ControllerList`
 =========================================  ===============================
 
@@ -68,6 +69,7 @@ __all__ = [
     "LbaFormat",
     "IdentifyNamespace",
     "IdentifyControllerNvm",
+    "IdentifyNamespaceIndependent",
     "NamespaceList",
     "ControllerList",
     "NsIdDescriptor",
@@ -192,7 +194,7 @@ class Fna(IntFlag):
     FORMAT_ALL_NS = 1 << 0
     SECURE_ERASE_ALL_NS = 1 << 1
     CRYPTO_ERASE = 1 << 2
-    BROADCAST_NSID = 1 << 3  # FNVMBS: Format NVM with NSID FFFFFFFFh supported
+    NO_BROADCAST_NSID = 1 << 3  # FNVMBS: set = Format NVM with NSID FFFFFFFFh not supported
 
 
 class SglSupport(IntEnum):
@@ -443,7 +445,7 @@ class IdentifyController(Struct):
     fna_format_all = Flag(524, 1, 0, "FNA: a format applies to all namespaces")
     fna_sec_erase_all = Flag(524, 1, 1, "FNA: a secure erase applies to all namespaces")
     fna_crypto_erase = Flag(524, 1, 2, "FNA: cryptographic erase supported")
-    fna_broadcast = Flag(524, 1, 3, "FNA: Format NVM with NSID FFFFFFFFh supported")
+    fna_no_broadcast = Flag(524, 1, 3, "FNA: set when Format NVM with NSID FFFFFFFFh is NOT supported (FNVMBS)")
     vwc = Field(525, 1, "Volatile Write Cache (VWC)")
     vwc_present = Flag(525, 1, 0, "VWC: a volatile write cache is present")
     vwc_flush = Bits(525, 1, 1, 2, "VWC: Flush with NSID FFFFFFFFh, see VwcFlush")
@@ -684,6 +686,34 @@ class IdentifyControllerNvm(Struct):
     dmrl = Field(3, 1, "Dataset Management Ranges Limit (DMRL)")
     dmrsl = Field(4, 4, "Dataset Management Range Size Limit (DMRSL), logical blocks")
     dmsl = Field(8, 8, "Dataset Management Size Limit (DMSL), logical blocks")
+
+
+# --------------------------------------------------------------------------
+# I/O Command Set Independent Identify Namespace (CNS 08h)
+# --------------------------------------------------------------------------
+
+
+class IdentifyNamespaceIndependent(Struct):
+    """I/O Command Set Independent Identify Namespace data structure (CNS
+    08h), 4096 bytes: the namespace attributes that do not depend on its
+    I/O command set (NVMe 2.0 figure 280; libnvme ``struct
+    nvme_id_independent_id_ns``)."""
+
+    SIZE = IDENTIFY_DATA_SIZE
+    RESERVED: ClassVar[tuple[tuple[int, int], ...]] = ((9, 1), (15, 4081))
+
+    nsfeat = Field(0, 1, "Common Namespace Features (NSFEAT)")
+    nmic = Field(1, 1, "Namespace Multi-path I/O and Namespace Sharing Capabilities (NMIC)")
+    nmic_shared = Flag(1, 1, 0, "NMIC: namespace may be attached to two or more controllers")
+    rescap = Field(2, 1, "Reservation Capabilities (RESCAP), see Rescap")
+    fpi = Field(3, 1, "Format Progress Indicator (FPI)")
+    anagrpid = Field(4, 4, "ANA Group Identifier (ANAGRPID)")
+    nsattr = Field(8, 1, "Namespace Attributes (NSATTR)")
+    nsattr_write_protected = Flag(8, 1, 0, "NSATTR: namespace is currently write protected")
+    nvmsetid = Field(10, 2, "NVM Set Identifier (NVMSETID)")
+    endgid = Field(12, 2, "Endurance Group Identifier (ENDGID)")
+    nstat = Field(14, 1, "Namespace Status (NSTAT)")
+    nstat_ready = Flag(14, 1, 0, "NSTAT: Namespace Ready (NRDY)")
 
 
 # --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "CommandSubmissionExecution",
     "CommandScope",
     "CommandEffects",
+    "Effects",
     "CommandsSupportedAndEffects",
     "SelfTestOperation",
     "SelfTestResultCode",
@@ -328,6 +329,19 @@ class CommandSubmissionExecution(IntEnum):
     NONE = 0  # no restriction
     SINGLE_PER_NAMESPACE = 1  # only with no other command outstanding to the same namespace
     SINGLE_PER_CONTROLLER = 2  # only with no other command outstanding to any namespace
+
+
+class Effects(IntFlag):
+    """The bits of a Commands Supported and Effects entry, as one value
+    (CSUPP, LBCC, NCC, NIC, CCC, and the CSE values at bits 18:16)."""
+
+    CSUPP = 1 << 0
+    LBCC = 1 << 1
+    NCC = 1 << 2
+    NIC = 1 << 3
+    CCC = 1 << 4
+    CSE_NS = CommandSubmissionExecution.SINGLE_PER_NAMESPACE << 16
+    CSE_CTRL = CommandSubmissionExecution.SINGLE_PER_CONTROLLER << 16
 
 
 class CommandScope(IntFlag):

@@ -30,7 +30,6 @@ from ..spec.sqe import Fuse
 from ..spec.status import (
     CommandSpecificStatus,
     GenericStatus,
-    Status,
 )
 from .commands import ADMIN_COMMANDS, DEFERRED, FUSED_COMMANDS, IO_COMMANDS, Handler
 from .errors import NvmeError
@@ -298,6 +297,9 @@ class Controller:
                 raise NvmeError(GenericStatus.INVALID_OPCODE, param=0)
             req.handler = handler
             req.cmd = handler.view.view(req.sqe._mv)
+            gate = getattr(self.subsystem, "command_gate", None)
+            if gate is not None:  # a sanitize operation restricts commands
+                gate(self, req)
             if req.sqe.fuse == Fuse.FIRST and not handler.fused_first:
                 raise NvmeError(GenericStatus.INVALID_FIELD, param=1)
             if req.sqe.fuse == Fuse.SECOND and not handler.fused_second:
@@ -305,9 +307,15 @@ class Controller:
             if req.sqe.fuse == 3:
                 raise NvmeError(GenericStatus.INVALID_FIELD, param=1)
             if handler.ns == "active":
-                ns = self.namespace(req.sqe.nsid)
+                nsid = req.sqe.nsid
+                ns = self.namespace(nsid)
                 if ns is None:
-                    raise NvmeError(GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=4)
+                    # A valid NSID that is not active here is Invalid Field;
+                    # one outside 1..NN is Invalid Namespace or Format.
+                    valid = 1 <= nsid <= self.subsystem.max_namespaces
+                    raise NvmeError(
+                        GenericStatus.INVALID_FIELD if valid else GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=4
+                    )
                 req.ns = ns
             if handler.transfer is not None:
                 req.data_len = handler.transfer(self, req)
@@ -352,8 +360,11 @@ class Controller:
 
     def _run(self, req: Request, call: Callable[[], object], partner: Request | None = None) -> None:
         faults = self.subsystem.faults
-        if faults is not None and faults.intercept(self, req):
-            return
+        if faults is not None:
+            # What to run if a delay fault resumes the command later.
+            req.context["fault_resume"] = (call, partner)
+            if faults.intercept(self, req):
+                return
         try:
             result = call()
         except NvmeError as err:
@@ -470,6 +481,8 @@ class Controller:
             LogPageId.CHANGED_NS: AsyncEventType.NOTICE,
             LogPageId.FW_SLOT: AsyncEventType.NOTICE,
             LogPageId.DISCOVERY: AsyncEventType.NOTICE,
+            LogPageId.RESERVATION: AsyncEventType.IO_COMMAND_SET,
+            LogPageId.SANITIZE: AsyncEventType.IO_COMMAND_SET,
         }
         event_type = clears.get(lid)
         if event_type is None:

@@ -64,6 +64,12 @@ class Namespace:
     buffer, so a format change of the metadata setting moves nothing.
     """
 
+    # Copy command limits, in logical blocks (Identify Namespace MSSRL, MCL
+    # and MSRC, which is 0's based); an instance may set its own.
+    copy_mssrl = 0xFFFF  # Maximum Single Source Range Length
+    copy_mcl = 0x100000  # Maximum Copy Length (all source ranges together)
+    copy_msrc = 127  # Maximum Source Range Count - 1 (128 ranges)
+
     def __init__(
         self,
         nsid: int,
@@ -93,6 +99,9 @@ class Namespace:
         self.pi_first = pi_first
         self.nblocks = nblocks
         self.thin = thin
+        # NVM capacity reserved for a thin namespace created with NCAP below
+        # NSZE (Namespace Management), in bytes; None: NCAP = NSZE.
+        self.ncap_bytes: int | None = None
         self.shared = shared
         self.nguid = nguid if nguid is not None else os.urandom(16)
         self.eui64 = eui64 if eui64 is not None else os.urandom(8)
@@ -129,6 +138,13 @@ class Namespace:
     def blocks_in_range(self, slba: int, nlb: int) -> bool:
         return 0 <= slba and nlb >= 0 and slba + nlb <= self.nblocks
 
+    @property
+    def ncap(self) -> int:
+        """Namespace Capacity (NCAP), logical blocks."""
+        if self.ncap_bytes is None:
+            return self.nblocks
+        return min(self.nblocks, self.ncap_bytes // self.block_size)
+
     def nuse(self) -> int:
         """Blocks in use (allocated), for thin provisioning; NSZE otherwise."""
         if not self.thin:
@@ -141,7 +157,7 @@ class Namespace:
         """The Identify Namespace structure (CNS 00h) for this namespace."""
         idns = IdentifyNamespace()
         idns.nsze = self.nblocks
-        idns.ncap = self.nblocks
+        idns.ncap = self.ncap
         idns.nuse = self.nuse()
         idns.nsfeat_thin = self.thin
         idns.nlbaf = len(self.formats) - 1
@@ -158,6 +174,9 @@ class Namespace:
         idns.dlfeat_read = 1
         idns.dlfeat_write_zeroes = True
         idns.nvmcap = self.nblocks * self.block_size
+        idns.mssrl = self.copy_mssrl
+        idns.mcl = self.copy_mcl
+        idns.msrc = self.copy_msrc
         idns.nguid = self.nguid
         idns.eui64 = self.eui64
         for i, fmt in enumerate(self.formats):

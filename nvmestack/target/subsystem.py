@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 import threading
 import uuid as _uuid
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from ..spec.fabrics import DISCOVERY_NQN
 from ..spec.log import LogPageId
 from .controller import AsyncEventType, Controller
-from .namespace import Namespace
+from .namespace import BackendFactory, Namespace, memory_backends
 
 __all__ = ["Subsystem", "NoticeInfo", "MAX_CNTLID"]
 
 MAX_CNTLID = 0xFFEF  # 1..FFEFh are valid controller identifiers
+DEFAULT_CAPACITY = 1 << 40  # TNVMCAP when none is given: 1 TiB
 
 
 class NoticeInfo:
@@ -50,6 +51,7 @@ class Subsystem:
         allow_any_host: bool = True,
         allowed_hosts: Iterable[str] = (),
         discovery: bool = False,
+        capacity: int | None = None,
     ):
         self.nqn = nqn or default_nqn()
         self.serial = serial or os.urandom(10).hex()
@@ -71,6 +73,54 @@ class Subsystem:
         self.firmware = FirmwareSlots(firmware_revision)
         self.health = Health(self)
         self.faults: FaultInjector | None = None
+        # Storage of namespaces created at run time (Namespace Management):
+        # nsid -> BackendFactory, None for memory.  persist.load sets it so
+        # that new namespaces are files in the subsystem's directory.
+        self.backend_factory: Callable[[int], BackendFactory] | None = None
+        # Run by close() before the namespaces close (persistence saves).
+        self.close_hooks: list[Callable[[], None]] = []
+        # Run after the namespace inventory or attachments changed
+        # (persistence saves the configuration).
+        self.change_hooks: list[Callable[[], None]] = []
+        from .features import SavedFeatures
+
+        # Saved feature values (Set Features with SV), shared by every
+        # controller and kept across power cycles (features.py, persist.py).
+        self.saved_features = SavedFeatures()
+        # Total NVM capacity in bytes (Identify Controller TNVMCAP); what
+        # namespaces do not take is UNVMCAP (unallocated_capacity()).
+        self.capacity = capacity if capacity is not None else DEFAULT_CAPACITY
+        self.thin_provisioning = True  # Namespace Management accepts NCAP < NSZE
+        # Called by Controller.prepare for every command when set (a running
+        # or failed sanitize operation aborts what it does not allow).
+        self.command_gate: Callable[[Controller, Any], None] | None = None
+        from .admin_mgmt import BackgroundOperations
+
+        # Device self-test and sanitize operations (admin_mgmt.py).
+        self.operations = BackgroundOperations(self)
+
+    def namespace_backends(self, nsid: int) -> BackendFactory:
+        """How to make the storage of namespace ``nsid`` created at run time."""
+        if self.backend_factory is None:
+            return memory_backends
+        return self.backend_factory(nsid)
+
+    def allocated_capacity(self) -> int:
+        """Bytes of NVM capacity the namespaces take (NCAP of each)."""
+        return sum(ns.ncap * ns.block_size for ns in list(self.namespaces.values()))
+
+    def unallocated_capacity(self) -> int:
+        """Identify Controller UNVMCAP."""
+        return max(0, self.capacity - self.allocated_capacity())
+
+    def _controller_reset(self, ctrl: Controller) -> None:
+        """After a Controller Level Reset of ``ctrl`` (a reset hook): a
+        firmware image waiting for one is activated, a short device
+        self-test that controller started is aborted."""
+        if self.controllers.get(ctrl.cntlid) is not ctrl:
+            return  # removed, not reset
+        self.firmware.controller_reset(ctrl.cntlid)
+        self.operations.controller_reset(ctrl)
 
     @property
     def firmware_revision(self) -> str:
@@ -93,6 +143,7 @@ class Subsystem:
             elif cntlid in self.controllers or not 1 <= cntlid <= MAX_CNTLID:
                 raise ValueError(f"controller id {cntlid} is in use or invalid")
             ctrl = Controller(self, cntlid, **options)
+            ctrl.reset_hooks.append(self._controller_reset)
             self.controllers[cntlid] = ctrl
             for ns in self.namespaces.values():
                 if ns.auto_attach and (ns.shared or not ns.attached):
@@ -114,6 +165,7 @@ class Subsystem:
                 if not ns.shared:
                     continue
                 ns.attached.discard(ctrl.cntlid)
+        self.health.controller_removed(ctrl)
         ctrl.controller_reset()
 
     # -- namespaces -------------------------------------------------------------
@@ -137,6 +189,8 @@ class Subsystem:
                 ns.attached.update(self.controllers)
         if attach:
             self.namespace_changed([ns.nsid], self.controllers.values())
+        else:
+            self._changed()
         return ns
 
     def remove_namespace(self, nsid: int) -> Namespace:
@@ -156,6 +210,11 @@ class Subsystem:
             with ctrl.lock:
                 ctrl.changed_namespaces.update(nsids)
             ctrl.post_event(AsyncEventType.NOTICE, NoticeInfo.NAMESPACE_ATTRIBUTE_CHANGED, LogPageId.CHANGED_NS)
+        self._changed()
+
+    def _changed(self) -> None:
+        for hook in list(self.change_hooks):
+            hook()
 
     # -- whole-subsystem operations ------------------------------------------------
 
@@ -175,6 +234,10 @@ class Subsystem:
         self.firmware.subsystem_reset()
 
     def close(self) -> None:
+        self.operations.stop()
+        hooks, self.close_hooks = self.close_hooks, []
+        for hook in hooks:
+            hook()
         for ns in self.namespaces.values():
             ns.close()
 

@@ -26,9 +26,14 @@ def test_failed_command_goes_to_the_error_log(ctrl):
     assert entry.sc == GenericStatus.INVALID_OPCODE and entry.pel_byte == 0
 
 
-def test_io_command_on_inactive_namespace(ctrl):
-    req = ctrl.submit(Command(opcode=0x02, nsid=7), sqid=1)  # Read
-    assert Status.of(req.cqe).sc in (GenericStatus.INVALID_NAMESPACE_OR_FORMAT, GenericStatus.INVALID_OPCODE)
+def test_io_command_namespace_checks(ctrl, subsystem):
+    # NSID 7 is valid (1..NN) but not active: Invalid Field.
+    st = Status.of(ctrl.submit(Command(opcode=0x02, nsid=7), sqid=1).cqe)  # Read
+    assert (st.sc, st.dnr) == (GenericStatus.INVALID_FIELD, True)
+    # Beyond NN, or 0: Invalid Namespace or Format.
+    for nsid in (0, subsystem.max_namespaces + 1, 0xFFFFFFFE):
+        st = Status.of(ctrl.submit(Command(opcode=0x02, nsid=nsid), sqid=1).cqe)
+        assert (st.sc, st.dnr) == (GenericStatus.INVALID_NAMESPACE_OR_FORMAT, True), nsid
 
 
 def test_keep_alive_resets_timer(ctrl):
