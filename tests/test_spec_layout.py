@@ -1,6 +1,16 @@
 import pytest
 
-from nvmestack.spec.layout import Array, Bits, Field, Flag, IntArray, Raw, Str, Struct, Sub
+from nvmestack.spec.layout import (
+    Array,
+    Bits,
+    Field,
+    Flag,
+    IntArray,
+    Raw,
+    Str,
+    Struct,
+    Sub,
+)
 
 
 class Inner(Struct):

@@ -5,6 +5,7 @@ from nvmestack.spec.cqe import Completion
 from nvmestack.spec.fabrics import Connect, FabricsCommand
 from nvmestack.spec.sqe import Command, command_class
 from nvmestack.spec.tcp import (
+    R2T,
     C2HData,
     C2HTermReq,
     CapsuleCmd,
@@ -19,7 +20,6 @@ from nvmestack.spec.tcp import (
     PduFormatError,
     PduHeader,
     PduType,
-    R2T,
 )
 
 

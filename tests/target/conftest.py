@@ -4,6 +4,7 @@ enabled controller, driven with ``ctrl.submit`` (plain Python buffers)."""
 import pytest
 
 from nvmestack.spec.registers import Reg
+from nvmestack.spec.status import Status
 from nvmestack.target import Namespace, Subsystem
 
 
@@ -31,3 +32,22 @@ def ctrl(subsystem):
 @pytest.fixture
 def ns(subsystem):
     return subsystem.namespaces[1]
+
+
+def status(req):
+    """The completion status of a request."""
+    return Status.of(req.cqe)
+
+
+def assert_ok(req):
+    s = status(req)
+    assert s.ok, f"expected success, got {s}"
+
+
+def assert_status(req, code, dnr=True):
+    """The request failed with ``code`` (a status code enum member); DNR as
+    given (None: either)."""
+    s = status(req)
+    assert (s.sct, s.sc) == (code.sct, code), f"expected {code.name}, got {s}"
+    if dnr is not None:
+        assert s.dnr == dnr

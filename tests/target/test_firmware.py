@@ -15,24 +15,13 @@ from nvmestack.spec.log import FirmwareSlotLog, LogPageId
 from nvmestack.spec.registers import Reg
 from nvmestack.spec.status import CommandSpecificStatus as CS
 from nvmestack.spec.status import GenericStatus as GS
-from nvmestack.spec.status import Status
 from nvmestack.target.admin_mgmt import fill_identify_controller
 from nvmestack.target.commands import LOG_PAGES
 from nvmestack.target.firmware import FirmwareImage, FirmwareSlots, ResetRequired
 
-from .conftest import enable
+from .conftest import assert_status, enable, status
 
 NSSR = 0x4E564D65
-
-
-def status(req):
-    return Status.of(req.cqe)
-
-
-def assert_status(req, code, dnr=True):
-    st = status(req)
-    assert (st.sct, st.sc) == (code.sct, code), f"{st} != {code!r}"
-    assert st.dnr == dnr
 
 
 def download(ctrl, data, offset=0):

@@ -10,23 +10,14 @@ from nvmestack.spec.identify import IdentifyController
 from nvmestack.spec.log import LogPageId
 from nvmestack.spec.status import CommandSpecificStatus as CS
 from nvmestack.spec.status import GenericStatus as GS
-from nvmestack.spec.status import Status
 from nvmestack.target import Namespace
 from nvmestack.target.admin_mgmt import fill_identify_controller
 from nvmestack.target.namespace import DEFAULT_LBA_FORMATS
 
+from .conftest import assert_status, status
+
 NSID_ALL = 0xFFFFFFFF
 NOTICE_NS_CHANGED = (2, 0x00, LogPageId.CHANGED_NS)
-
-
-def status(req):
-    return Status.of(req.cqe)
-
-
-def assert_status(req, code, dnr=True):
-    st = status(req)
-    assert (st.sct, st.sc) == (code.sct, code), f"{st} != {code!r}"
-    assert st.dnr == dnr
 
 
 def fmt(ctrl, nsid=1, **fields):

@@ -27,11 +27,12 @@ from nvmestack.spec.status import (
     GenericStatus,
     MediaStatus,
     Status,
-    StatusCodeType,
 )
 from nvmestack.target import Namespace, datapath
 from nvmestack.target.backend import FileBackend, MemoryBackend
 from nvmestack.target.io import write_cache_enabled
+
+from .conftest import assert_ok, assert_status
 
 BS = 512
 
@@ -42,20 +43,6 @@ BS = 512
 
 def st(req):
     return Status.of(req.cqe)
-
-
-def assert_ok(req):
-    s = st(req)
-    assert s.ok, f"expected success, got {s}"
-
-
-def assert_status(req, code, dnr=True):
-    s = st(req)
-    sct = {GenericStatus: StatusCodeType.GENERIC, CommandSpecificStatus: StatusCodeType.COMMAND_SPECIFIC,
-           MediaStatus: StatusCodeType.MEDIA}[type(code)]
-    assert (s.sct, s.sc) == (sct, code), f"expected {code.name}, got {s}"
-    if dnr is not None:
-        assert s.dnr == dnr
 
 
 def pattern(nblocks, seed, bs=BS):

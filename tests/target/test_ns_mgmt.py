@@ -14,26 +14,15 @@ from nvmestack.spec.identify import (
 from nvmestack.spec.log import LogPageId
 from nvmestack.spec.status import CommandSpecificStatus as CS
 from nvmestack.spec.status import GenericStatus as GS
-from nvmestack.spec.status import Status
 from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.admin_mgmt import fill_identify_controller
 from nvmestack.target.commands import ADMIN_COMMANDS
 
-from .conftest import enable
+from .conftest import assert_status, enable, status
 
 NSID_ALL = 0xFFFFFFFF
 # (event type Notice, Namespace Attribute Changed, Changed Namespace List log)
 NOTICE_NS_CHANGED = (2, 0x00, LogPageId.CHANGED_NS)
-
-
-def status(req):
-    return Status.of(req.cqe)
-
-
-def assert_status(req, code, dnr=True):
-    st = status(req)
-    assert (st.sct, st.sc) == (code.sct, code), f"{st} != {code!r}"
-    assert st.dnr == dnr
 
 
 def ns_data(nsze, ncap=None, lbaf=0, extended=False, pi=0, pi_first=False, shared=True):

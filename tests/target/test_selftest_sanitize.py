@@ -27,7 +27,7 @@ from nvmestack.spec.registers import Reg
 from nvmestack.spec.sqe import Command
 from nvmestack.spec.status import CommandSpecificStatus as CS
 from nvmestack.spec.status import GenericStatus as GS
-from nvmestack.spec.status import MediaStatus, Status
+from nvmestack.spec.status import MediaStatus
 from nvmestack.target import Namespace
 from nvmestack.target.admin_mgmt import fill_identify_controller
 from nvmestack.target.backend import BackendError, MemoryBackend
@@ -35,20 +35,10 @@ from nvmestack.target.commands import LOG_PAGES
 from nvmestack.target.errors import NvmeError
 from nvmestack.target.firmware import FirmwareImage, ResetRequired
 
-from .conftest import enable
+from .conftest import assert_status, enable, status
 
 NSID_ALL = 0xFFFFFFFF
 SANITIZE_DONE_EVENT = (6, 0x01, LogPageId.SANITIZE)
-
-
-def status(req):
-    return Status.of(req.cqe)
-
-
-def assert_status(req, code, dnr=True):
-    st = status(req)
-    assert (st.sct, st.sc) == (code.sct, code), f"{st} != {code!r}"
-    assert st.dnr == dnr
 
 
 @pytest.fixture
