@@ -177,10 +177,14 @@ def identify_controller(ctrl: "Controller") -> IdentifyController:
         idc.sgls_support = SglSupport.SUPPORTED
         idc.sgls_offset = True
         idc.sgls_transport = True
-    else:
-        # SGL data block, segment, last segment and bit bucket descriptors.
+    elif getattr(ctrl, "sgl_supported", True):  # a PCIe function may have no SGLs: SGLS 0h
+        # SGL data block, segment, last segment and bit bucket descriptors;
+        # MPTR holding an SGL descriptor (PSDT 10b) and SGLs longer than the
+        # transfer are accepted (target/pci/dma.py).
         idc.sgls_support = SglSupport.SUPPORTED
         idc.sgls_bit_bucket = True
+        idc.sgls_mptr_sgl = True
+        idc.sgls_oversize = True
     idc.mnan = sub.max_namespaces
     idc.subnqn = sub.nqn.encode("utf-8")[:255]
     if ctrl.fabrics:
