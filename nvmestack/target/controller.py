@@ -193,6 +193,9 @@ class Controller:
                 if value == NSSR_SIGNATURE and self.regs.cap.nssrs:
                     self.regs.nssr.value = value
                     self.subsystem.nvm_subsystem_reset()
+            elif offset == Reg.CSTS and size == 4:
+                if value & (1 << 4):  # NSSRO is RW1C; the rest is read-only
+                    self.regs.csts.nssro = False
             elif offset == Reg.AQA and size == 4:
                 self.regs.aqa.value = value & 0x0FFF0FFF
             elif offset in (Reg.ASQ, Reg.ACQ) and size in (4, 8):
