@@ -174,6 +174,23 @@ class AdminCommand(Command):
     ADMIN = True
 
 
+class _DwordCount:
+    """``length`` in bytes for commands that count dwords 0-based in NUMD
+    (Get Log Page, Firmware Image Download)."""
+
+    @property
+    def length(self) -> int:
+        """Bytes to transfer: (NUMD + 1) * 4."""
+        return (self.numd + 1) * 4
+
+    @length.setter
+    def length(self, value: int) -> None:
+        value = check_range("length", value, 4, 1 << 34)
+        if value % 4:
+            raise ValueError(f"length: {value} is not a whole number of dwords")
+        self.numd = value // 4 - 1
+
+
 class _UuidIndex:
     """UUID Index, Command Dword 14 bits 6:0 (Identify, Get Log Page,
     Set/Get Features): selects a vendor UUID from the UUID List; 0 = none."""
@@ -231,7 +248,7 @@ class CreateIoSq(CreateQueueBase):
     nvmsetid = Field(48, 2, "NVM Set Identifier (NVMSETID, CDW12 15:0)")
 
 
-class GetLogPage(_UuidIndex, AdminCommand):
+class GetLogPage(_DwordCount, _UuidIndex, AdminCommand):
     """Get Log Page.  The transfer length is a 0-based dword count
     split over NUMDL (CDW10) and NUMDU (CDW11); the offset is 64 bits split
     over LPOL (CDW12) and LPOU (CDW13)."""
@@ -259,18 +276,6 @@ class GetLogPage(_UuidIndex, AdminCommand):
         value = check_range("numd", value, 0, 0xFFFFFFFF)
         self.numdl = value & 0xFFFF
         self.numdu = value >> 16
-
-    @property
-    def length(self) -> int:
-        """Bytes to transfer: (NUMD + 1) * 4."""
-        return (self.numd + 1) * 4
-
-    @length.setter
-    def length(self, value: int) -> None:
-        value = check_range("length", value, 4, 1 << 34)
-        if value % 4:
-            raise ValueError(f"length: {value} is not a whole number of dwords")
-        self.numd = value // 4 - 1
 
     @property
     def offset(self) -> int:
@@ -369,25 +374,13 @@ class FirmwareCommit(AdminCommand):
     bpid = Flag(40, 4, 31, "Boot Partition ID (BPID, CDW10 bit 31)")
 
 
-class FirmwareImageDownload(AdminCommand):
+class FirmwareImageDownload(_DwordCount, AdminCommand):
     """Firmware Image Download.  Sizes and offsets count dwords."""
 
     OPCODE = AdminOpcode.FIRMWARE_IMAGE_DOWNLOAD
 
     numd = Field(40, 4, "Number of Dwords (NUMD, CDW10), 0-based")
     ofst = Field(44, 4, "Offset (OFST, CDW11), in dwords from the image start")
-
-    @property
-    def length(self) -> int:
-        """Bytes in this piece of the image: (NUMD + 1) * 4."""
-        return (self.numd + 1) * 4
-
-    @length.setter
-    def length(self, value: int) -> None:
-        value = check_range("length", value, 4, 1 << 34)
-        if value % 4:
-            raise ValueError(f"length: {value} is not a whole number of dwords")
-        self.numd = value // 4 - 1
 
     @property
     def offset(self) -> int:

@@ -104,7 +104,10 @@ class MemoryBackend(Backend):
             offset += n
             length -= n
 
-    def readinto(self, offset: int, bufs: Buffers) -> None:
+    def _move(self, offset: int, bufs: Buffers, store: bool) -> None:
+        """Copy between the chunks and ``bufs``: into the chunks when
+        ``store`` (allocating them), out of them otherwise (zeroes where
+        none was allocated)."""
         self._check(offset, _lengths(bufs))
         with self._lock:
             for buf in bufs:
@@ -112,26 +115,22 @@ class MemoryBackend(Backend):
                 pos = 0
                 for index, within, n in self._pieces(offset, buf.nbytes):
                     chunk = self._chunks.get(index)
-                    if chunk is None:
+                    if store:
+                        if chunk is None:
+                            chunk = self._chunks[index] = bytearray(self.CHUNK)
+                        chunk[within : within + n] = buf[pos : pos + n]
+                    elif chunk is None:
                         buf[pos : pos + n] = bytes(n)
                     else:
                         buf[pos : pos + n] = chunk[within : within + n]
                     pos += n
                 offset += buf.nbytes
 
+    def readinto(self, offset: int, bufs: Buffers) -> None:
+        self._move(offset, bufs, store=False)
+
     def write(self, offset: int, bufs: Buffers) -> None:
-        self._check(offset, _lengths(bufs))
-        with self._lock:
-            for buf in bufs:
-                buf = buf.cast("B") if buf.format != "B" else buf
-                pos = 0
-                for index, within, n in self._pieces(offset, buf.nbytes):
-                    chunk = self._chunks.get(index)
-                    if chunk is None:
-                        chunk = self._chunks[index] = bytearray(self.CHUNK)
-                    chunk[within : within + n] = buf[pos : pos + n]
-                    pos += n
-                offset += buf.nbytes
+        self._move(offset, bufs, store=True)
 
     def deallocate(self, offset: int, length: int) -> None:
         self._check(offset, length)
