@@ -615,12 +615,19 @@ def create_io_cq(ctrl: "Controller", req: "Request"):
                             msg=f"interrupt vector {cmd.iv} does not exist")
         attrs = {"size": cmd.entries, "prp1": cmd.prp1, "contiguous": cmd.pc, "ien": cmd.ien, "iv": cmd.iv}
         ctrl.io_cqs[cmd.qid] = attrs  # reserved while the transport builds it
+    _build_queue(ctrl, ctrl.io_cqs, cmd.qid, attrs,
+                 lambda: ops.create_cq(cmd.qid, cmd.entries, cmd.prp1, cmd.pc, cmd.ien, cmd.iv))
+
+
+def _build_queue(ctrl: "Controller", table: dict, qid: int, attrs: dict, create) -> None:
+    """Let the transport build a queue reserved in ``table``; if it fails,
+    the reservation goes."""
     try:
-        ops.create_cq(cmd.qid, cmd.entries, cmd.prp1, cmd.pc, cmd.ien, cmd.iv)
+        create()
     except BaseException:
         with ctrl.lock:
-            if ctrl.io_cqs.get(cmd.qid) is attrs:
-                del ctrl.io_cqs[cmd.qid]
+            if table.get(qid) is attrs:
+                del table[qid]
         raise
 
 
@@ -637,13 +644,8 @@ def create_io_sq(ctrl: "Controller", req: "Request"):
         attrs = {"size": cmd.entries, "prp1": cmd.prp1, "contiguous": cmd.pc, "cqid": cmd.cqid,
                  "qprio": cmd.qprio}
         ctrl.io_sqs[cmd.qid] = attrs
-    try:
-        ops.create_sq(cmd.qid, cmd.entries, cmd.prp1, cmd.pc, cmd.cqid, cmd.qprio)
-    except BaseException:
-        with ctrl.lock:
-            if ctrl.io_sqs.get(cmd.qid) is attrs:
-                del ctrl.io_sqs[cmd.qid]
-        raise
+    _build_queue(ctrl, ctrl.io_sqs, cmd.qid, attrs,
+                 lambda: ops.create_sq(cmd.qid, cmd.entries, cmd.prp1, cmd.pc, cmd.cqid, cmd.qprio))
 
 
 @admin_command(AdminOpcode.DELETE_IO_SQ, ns=None)
