@@ -109,6 +109,7 @@ class PciFunction:
         cntlid: int | None = None,
         sink: Callable[[int], None] | None = None,
         interrupt_clock: Callable[[], float] | None = None,
+        controller_options: dict[str, Any] | None = None,
         **config_options: Any,
     ):
         if mode not in ("thread", "inline"):
@@ -145,7 +146,10 @@ class PciFunction:
         self._bus_master = self.config.bus_master_enabled
         self.config.add_listener(self._config_changed)
 
-        self.controller = subsystem.add_controller(cntlid=cntlid, queue_ops=self.queues, fabrics=False)
+        # controller_options go to the core's Controller (mqes, mdts, timeout_units).
+        self.controller = subsystem.add_controller(
+            cntlid=cntlid, queue_ops=self.queues, fabrics=False, **(controller_options or {})
+        )
         ctrl = self.controller
         with ctrl.lock:
             ctrl.regs.cap.cqr = bool(contiguous_queues)

@@ -232,9 +232,9 @@ def test_prp_list_at_page_end(host, io, entries):
 def test_prp_list_full_page_chains(make_function, mode):
     """514 pages (more than 511 list entries): PRP1, a full 4 KiB list page
     of 511 entries and a chain pointer, two entries in the next list page.
-    MDTS is lifted (0: no limit) before the controller is enabled."""
-    fn, host = make_function(mode=mode)
-    fn.controller.mdts = 0
+    MDTS is lifted (0: no limit) for this controller."""
+    fn, host = make_function(mode=mode, controller_options={"mdts": 0})
+    assert fn.controller.mdts == 0
     host.bring_up()  # CC.MPS 0: 4 KiB pages
     io = host.create_io_queue_pair(1, 4)
     n = 514
