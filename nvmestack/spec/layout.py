@@ -49,7 +49,7 @@ class Field:
     ...) go through :func:`int.from_bytes` on a memoryview slice.
     """
 
-    __slots__ = ("name", "offset", "size", "doc", "endian", "_st", "_max")
+    __slots__ = ("name", "offset", "size", "doc", "endian", "_st", "_max", "_unpack")
 
     def __init__(self, offset: int, size: int, doc: str = "", *, endian: str = "little"):
         if offset < 0 or size <= 0:
@@ -62,6 +62,7 @@ class Field:
         fmt = _FORMATS.get(size)
         self._st = _struct.Struct(("<" if endian == "little" else ">") + fmt) if fmt else None
         self._max = (1 << (8 * size)) - 1
+        self._unpack = self._st.unpack_from if self._st is not None else None
 
     @property
     def end(self) -> int:
@@ -71,8 +72,12 @@ class Field:
         self.name = name
 
     def __get__(self, obj: "Struct | None", owner: type | None = None) -> Any:
+        # The hot path of every command: one unpack, no further calls.
         if obj is None:
             return self
+        unpack = self._unpack
+        if unpack is not None and type(self) is Field:
+            return unpack(obj._mv, obj._off + self.offset)[0]
         return self.get(obj._mv, obj._off)
 
     def __set__(self, obj: "Struct", value: Any) -> None:
@@ -119,6 +124,13 @@ class Bits(Field):
     def msb(self) -> int:
         return self.lsb + self.width - 1
 
+    def __get__(self, obj: "Struct | None", owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if self._unpack is not None and type(self) is Bits:
+            return (self._unpack(obj._mv, obj._off + self.offset)[0] >> self.lsb) & self._mask
+        return self.get(obj._mv, obj._off)
+
     def get(self, mv: memoryview, base: int) -> int:
         return (Field.get(self, mv, base) >> self.lsb) & self._mask
 
@@ -164,7 +176,7 @@ class Str(Field):
 
     def __init__(self, offset: int, size: int, doc: str = "", *, pad: bytes = b" ", encoding: str = "ascii"):
         super().__init__(offset, size, doc)
-        self._st = None
+        self._st = self._unpack = None
         self.pad = pad
         self.encoding = encoding
 
@@ -196,7 +208,7 @@ class Raw(Field):
 
     def __init__(self, offset: int, size: int, doc: str = ""):
         super().__init__(offset, size, doc)
-        self._st = None
+        self._st = self._unpack = None
 
     def get(self, mv: memoryview, base: int) -> memoryview:  # type: ignore[override]
         off = base + self.offset
@@ -217,7 +229,7 @@ class Sub(Field):
 
     def __init__(self, offset: int, cls: "type[Struct]", doc: str = ""):
         super().__init__(offset, cls.SIZE, doc)
-        self._st = None
+        self._st = self._unpack = None
         self.cls = cls
 
     def get(self, mv: memoryview, base: int) -> "Struct":  # type: ignore[override]
@@ -297,7 +309,7 @@ class Array(Field):
     def __init__(self, offset: int, cls: "type[Struct]", count: int, doc: str = "", *, stride: int | None = None):
         stride = cls.SIZE if stride is None else stride
         super().__init__(offset, stride * count, doc)
-        self._st = None
+        self._st = self._unpack = None
         self.cls = cls
         self.count = count
         self.stride = stride
@@ -331,7 +343,7 @@ class IntArray(Field):
 
     def __init__(self, offset: int, item_size: int, count: int, doc: str = ""):
         super().__init__(offset, item_size * count, doc)
-        self._st = None
+        self._st = self._unpack = None
         self.item_size = item_size
         self.count = count
         self._ist = _struct.Struct("<" + _FORMATS[item_size])
