@@ -21,6 +21,7 @@ created it.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import mmap
 import os
 import threading
@@ -92,6 +93,8 @@ class PhysicalMemory:
         # Whether accesses must fall inside allocated buffers (True where
         # the allocations are known: in the process that allocates).
         self.check_ranges = True
+        # Process address of the arena's first byte (address_of), found on first use.
+        self._host_base: int | None = None
 
     @classmethod
     def attach(cls, path: str, size: int, *, base: int = DEFAULT_BASE,
@@ -179,6 +182,23 @@ class PhysicalMemory:
             if i < 0 or off + length > self._ends[i] or (length == 0 and off >= self._ends[i]):
                 raise DmaError(f"host memory access {addr:#x}+{length:#x} is not inside an allocated buffer")
         return self._mv[off : off + length]
+
+    def address_of(self, view) -> int | None:
+        """The physical address of a writable view into this memory (a
+        DmaBuffer's ``view`` or a slice of it), or None when the view is of
+        other memory (or read-only, or empty): what a driver needs to map a
+        caller's buffer without copying it."""
+        mv = view if isinstance(view, memoryview) else getattr(view, "view", None)
+        if not isinstance(mv, memoryview) or mv.obj is not self._map:
+            return None
+        if mv.readonly or not mv.contiguous or mv.nbytes == 0:
+            return None
+        if self._host_base is None:
+            self._host_base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
+        offset = ctypes.addressof(ctypes.c_char.from_buffer(mv)) - self._host_base
+        if not 0 <= offset <= self.size - mv.nbytes:  # pragma: no cover - a view of the arena
+            return None
+        return self.base + offset
 
     def read(self, addr: int, length: int) -> bytes:
         return bytes(self.view(addr, length))
