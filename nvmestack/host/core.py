@@ -1102,9 +1102,15 @@ class NvmeController:
         buf = bytearray(IDENTIFY_DATA_SIZE)
         status, _ = self._admin_result(Identify(cns=Cns.NS, nsid=nsid), buf)
         idn = IdentifyNamespace.from_bytes(buf)
-        if not status.ok or idn.nsze == 0:
-            if status.ok is False:
-                log.info("%s: Identify Namespace %d: %s", self.name, nsid, status)
+        if not status.ok:
+            # As Linux (nvme_scan_ns, nvme_validate_ns): a failed Identify
+            # leaves the namespace alone -- a reset may have cancelled it, or
+            # the error is transient -- unless the device said DNR.
+            log.info("%s: Identify Namespace %d: %s", self.name, nsid, status)
+            if status.dnr:
+                self._remove_ns(nsid)
+            return
+        if idn.nsze == 0:
             self._remove_ns(nsid)
             return
         if ids is None:
@@ -1378,7 +1384,15 @@ class NvmeController:
             self._disable(shutdown=False)
             if not self.change_state(CtrlState.CONNECTING):
                 return  # deleted meanwhile
-            self._setup()
+            while True:
+                try:
+                    self._setup()
+                    break
+                except Exception as exc:
+                    if not self._reconnect_later(exc):
+                        raise
+                if self._state != CtrlState.CONNECTING:
+                    return  # deleted while waiting
             if not self.change_state(CtrlState.LIVE):
                 raise InitError(f"could not go live from {self._state.value}")
         except Exception as exc:
@@ -1391,6 +1405,28 @@ class NvmeController:
             self._wq.submit(self._rescan_quietly)
         except RuntimeError:
             pass
+
+    def _reconnect_later(self, exc: Exception) -> bool:
+        """A bring-up attempt of a reset failed: when the transport wants
+        another attempt (Fabrics: every reconnect delay until the controller
+        loss timeout, Linux's nvme_tcp_reconnect_or_remove), tear the attempt
+        down (its requests are requeued), wait and return True; False to give
+        up (the controller then dies)."""
+        delay = None if self._closed else self.transport.reconnect_after(exc)
+        if delay is None:
+            return False
+        log.warning("%s: reconnect failed (%s); reconnecting in %g s", self.name, exc, delay)
+        try:
+            self._disable(shutdown=False)
+        except Exception:  # pragma: no cover - the attempt is torn down anyway
+            log.exception("%s: tearing down a failed reconnect", self.name)
+        deadline = time.monotonic() + delay
+        while not self._closed and self._state == CtrlState.CONNECTING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            time.sleep(min(remaining, 0.05))
+        return not self._closed
 
     def _rescan_quietly(self) -> None:
         try:

@@ -21,6 +21,7 @@ What the core calls, in the order of a controller's life::
     delete_io_queue(queue)            orderly teardown (PCIe: Delete I/O SQ/CQ)
     disable(shutdown, timeout)        CC.SHN or CC.EN = 0, waiting as the spec says
     remove_queues()                   forget every queue (after a disable)
+    reconnect_after(error)            a reset's bring-up failed: retry after this many s (None: give up)
     close()
 
 Completions reach the core through ``queue.on_complete(req, entry)``
@@ -138,6 +139,13 @@ class Transport(abc.ABC):
     def unmap_data(self, req: "HostRequest") -> None:
         """Undo map_data at the final completion (copy bounced reads back,
         free lists and bounce buffers).  Idempotent."""
+
+    def reconnect_after(self, error: Exception) -> float | None:
+        """A reset's bring-up failed with ``error``: seconds to wait before
+        the core tries again, or None to give up (the controller dies).
+        PCIe gives up; a Fabrics transport retries every reconnect delay
+        until its controller loss timeout (Linux's nvmf_should_reconnect)."""
+        return None
 
     def alloc(self, size: int) -> Any:
         """A buffer the transport maps without a copy (PCIe: DMA memory)."""
