@@ -2,7 +2,8 @@
 (``core.py``: state machine, bring-up, namespaces, recovery, events,
 passthrough), queues and tags (``queue.py``), requests (``request.py``),
 transports behind one interface (``transport.py``; ``pci.py`` for a PCIe
-function), the block layer (``block.py``) and tracing (``trace.py``).
+function, ``tcp.py`` for NVMe/TCP with discovery), the block layer
+(``block.py``) and tracing (``trace.py``).
 
 Quick start over an in-process PCIe function::
 
@@ -25,6 +26,7 @@ from .core import (
     NvmeController,
 )
 from .pci import PciTransport
+from .tcp import TcpTransport
 from .queue import HostQueue, MemoryQueue, TagSet
 from .request import ControllerDeadError, HostRequest, NvmeHostError, NvmeStatusError
 from .transport import Transport, TransportError
@@ -46,6 +48,7 @@ __all__ = [
     "NvmeStatusError",
     "PciTransport",
     "TagSet",
+    "TcpTransport",
     "Transport",
     "TransportError",
 ]

@@ -42,9 +42,12 @@ Reset (``nvme_reset_work``): the controller is disabled (CC.EN = 0), the
 completions already posted are reaped, every request still in flight is
 cancelled -- I/O requests are requeued (counting a retry) and resubmitted
 once the controller is LIVE again, the others complete with Command
-Aborted By Host -- and the bring-up runs again.  If it fails the
-controller goes DELETING then DEAD and every request fails with
-:class:`ControllerDeadError`.  A request completes exactly once
+Aborted By Host -- and the bring-up runs again.  If it fails, a transport
+may ask for another attempt after a delay (``Transport.reconnect_after``:
+NVMe/TCP reconnects every reconnect delay until its controller loss
+timeout, staying CONNECTING meanwhile, as Linux's fabrics drivers);
+otherwise the controller goes DELETING then DEAD and every request fails
+with :class:`ControllerDeadError`.  A request completes exactly once
 (``HostRequest.double_completions`` counts refusals).
 
 Errors: a failed I/O command without DNR is retried up to ``max_retries``

@@ -51,7 +51,7 @@ from ..spec.log import (
 )
 from ..spec.opcodes import AdminOpcode, CommandSet
 from ..spec.status import CommandSpecificStatus, GenericStatus
-from .commands import ADMIN_COMMANDS, IO_COMMANDS, LOG_PAGES, admin_command, log_page
+from .commands import ADMIN_COMMANDS, IO_COMMANDS, LOG_PAGES, admin_command, log_page, log_pages_of
 from .controller import AERL, ERROR_LOG_ENTRIES
 from .errors import NvmeError
 from .features import NPSS, feature_transfer_length
@@ -409,7 +409,7 @@ def get_log_page(ctrl: "Controller", req: "Request"):
 def supported_log_pages(ctrl: "Controller", req: "Request") -> bytes:
     """Supported Log Pages (00h): LSUPP for every page this device builds."""
     page = SupportedLogPages()
-    for lid in sorted(LOG_PAGES):
+    for lid in log_pages_of(ctrl):
         if 0 <= lid <= 0xFF:
             page.lid_support[lid].lsupp = True
     return bytes(page)

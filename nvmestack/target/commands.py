@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Handler", "DEFERRED", "admin_command", "io_command", "fused_command",
     "ADMIN_COMMANDS", "IO_COMMANDS", "FUSED_COMMANDS", "LOG_PAGES", "log_page",
+    "FABRICS_COMMANDS", "fabrics_command",
 ]
 
 
@@ -103,6 +104,30 @@ def io_command(opcode: int, **options):
     return _register(IO_COMMANDS, False, opcode, **options)
 
 
+# Fabrics commands (opcode 7Fh on a fabrics controller), by (admin queue,
+# FCTYPE): Property Get/Set on the admin queue, Disconnect on I/O queues
+# (target/fabrics.py).  Connect itself runs in the transport, before a
+# controller exists.
+FABRICS_COMMANDS: dict[tuple[bool, int], Handler] = {}
+
+
+def fabrics_command(fctype: int, *, admin: bool, **options):
+    """Register the handler of a Fabrics command type on the admin queue
+    (``admin``) or on I/O queues; NSID is not checked (byte 4 is FCTYPE)."""
+
+    def decorate(func: Execute) -> Execute:
+        key = (admin, int(fctype))
+        if key in FABRICS_COMMANDS:
+            raise TypeError(f"Fabrics command type {int(fctype):#04x} registered twice")
+        options.setdefault("ns", None)
+        FABRICS_COMMANDS[key] = Handler(
+            opcode=0x7F, admin=admin, execute=func, view=command_class(True, 0x7F, int(fctype)), **options
+        )
+        return func
+
+    return decorate
+
+
 def fused_command(first: int, second: int):
     """Register the handler of a fused pair (Compare and Write)."""
 
@@ -119,13 +144,26 @@ def fused_command(first: int, second: int):
 LOG_PAGES: dict[int, Callable[["Controller", "Request"], bytes]] = {}
 
 
-def log_page(lid: int):
-    """Register the builder of a log page."""
+# Log pages that only some controllers have (the discovery log on discovery
+# controllers): lid -> predicate(ctrl).  Pages not listed apply to all.
+LOG_PAGE_APPLIES: dict[int, Callable[["Controller"], bool]] = {}
+
+
+def log_page(lid: int, applies: Callable[["Controller"], bool] | None = None):
+    """Register the builder of a log page; ``applies`` limits it to the
+    controllers for which it returns True (Supported Log Pages follows)."""
 
     def decorate(func):
         if int(lid) in LOG_PAGES:
             raise TypeError(f"log page {int(lid):#04x} registered twice")
         LOG_PAGES[int(lid)] = func
+        if applies is not None:
+            LOG_PAGE_APPLIES[int(lid)] = applies
         return func
 
     return decorate
+
+
+def log_pages_of(ctrl: "Controller") -> list[int]:
+    """The log page identifiers ``ctrl`` supports."""
+    return sorted(lid for lid in LOG_PAGES if LOG_PAGE_APPLIES.get(lid, lambda c: True)(ctrl))

@@ -31,7 +31,7 @@ from ..spec.status import (
     CommandSpecificStatus,
     GenericStatus,
 )
-from .commands import ADMIN_COMMANDS, DEFERRED, FUSED_COMMANDS, IO_COMMANDS, Handler
+from .commands import ADMIN_COMMANDS, DEFERRED, FABRICS_COMMANDS, FUSED_COMMANDS, IO_COMMANDS, Handler
 from .errors import NvmeError
 from .request import DataDirection, Request
 
@@ -280,6 +280,9 @@ class Controller:
         return req
 
     def handler_for(self, req: Request) -> Handler | None:
+        if req.opcode == 0x7F and self.fabrics:
+            # A Fabrics command: FCTYPE (byte 4) says which, on either queue.
+            return FABRICS_COMMANDS.get((req.admin, req.sqe.nsid & 0xFF))
         table = ADMIN_COMMANDS if req.admin else IO_COMMANDS
         return table.get(req.opcode)
 
