@@ -716,7 +716,7 @@ def format_nvm(ctrl: Controller, req: Request) -> None:
     else:
         ns = ctrl.namespace(nsid)
         if ns is None:
-            raise NvmeError(GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=_NSID)
+            raise ctrl.nsid_error(nsid)
         targets = [ns]
     ses = cmd.ses
     if ses > SecureEraseSetting.CRYPTOGRAPHIC_ERASE:
@@ -763,7 +763,7 @@ def device_self_test(ctrl: Controller, req: Request) -> None:
         nsids = [ns.nsid for ns in ctrl.active_namespaces()]
     else:
         if ctrl.namespace(nsid) is None:
-            raise NvmeError(GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=_NSID)
+            raise ctrl.nsid_error(nsid)
         nsids = [nsid]
     ops.start_self_test(ctrl, stc, nsids)
 

@@ -165,6 +165,14 @@ class Controller:
     def active_namespaces(self) -> list["Namespace"]:
         return [ns for nsid, ns in sorted(self.subsystem.namespaces.items()) if self.cntlid in ns.attached]
 
+    def nsid_error(self, nsid: int) -> NvmeError:
+        """The error for a command naming ``nsid`` that is not active here:
+        Invalid Field for a valid NSID (1..NN) that is not active,
+        Invalid Namespace or Format for any other value."""
+        if 1 <= nsid <= self.subsystem.max_namespaces:
+            return NvmeError(GenericStatus.INVALID_FIELD, param=4, msg=f"namespace {nsid} is not active")
+        return NvmeError(GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=4, msg=f"NSID {nsid:#x} is not valid")
+
     def namespace(self, nsid: int) -> "Namespace | None":
         """The namespace if it is active (attached) on this controller."""
         ns = self.subsystem.namespaces.get(nsid)
@@ -316,12 +324,7 @@ class Controller:
                 nsid = req.sqe.nsid
                 ns = self.namespace(nsid)
                 if ns is None:
-                    # A valid NSID that is not active here is Invalid Field;
-                    # one outside 1..NN is Invalid Namespace or Format.
-                    valid = 1 <= nsid <= self.subsystem.max_namespaces
-                    raise NvmeError(
-                        GenericStatus.INVALID_FIELD if valid else GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=4
-                    )
+                    raise self.nsid_error(nsid)
                 req.ns = ns
             if handler.transfer is not None:
                 req.data_len = handler.transfer(self, req)

@@ -210,14 +210,6 @@ def _durable(ctrl: "Controller", ns: "Namespace", fua: bool) -> None:
 # Flush
 
 
-def _nsid_error(ctrl: "Controller", nsid: int) -> NvmeError:
-    """The status for an NSID that is not an active namespace: Invalid Field
-    for a valid but inactive NSID, Invalid Namespace or Format otherwise."""
-    if 1 <= nsid <= ctrl.subsystem.max_namespaces:
-        return NvmeError(GenericStatus.INVALID_FIELD, param=_NSID)
-    return NvmeError(GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=_NSID)
-
-
 @_nvm(NvmOpcode.FLUSH, ns=None)
 def flush(ctrl, req):
     """Flush: commit the volatile data of namespace NSID, or of every active
@@ -228,7 +220,7 @@ def flush(ctrl, req):
     else:
         ns = ctrl.namespace(nsid)
         if ns is None:
-            raise _nsid_error(ctrl, nsid)
+            raise ctrl.nsid_error(nsid)
         req.ns = ns
         targets = [ns]
     for ns in targets:

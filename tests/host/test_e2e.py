@@ -1060,7 +1060,7 @@ def case_format(env):
     expect(ctrl.admin_passthru(bad)[0], CommandSpecificStatus.INVALID_FORMAT)
     expect(ctrl.admin_passthru(FormatNvm(nsid=1, ses=SecureEraseSetting.CRYPTOGRAPHIC_ERASE))[0],
            GenericStatus.INVALID_FIELD)
-    expect(ctrl.admin_passthru(FormatNvm(nsid=9))[0], GenericStatus.INVALID_NAMESPACE_OR_FORMAT)
+    expect(ctrl.admin_passthru(FormatNvm(nsid=9))[0], GenericStatus.INVALID_FIELD)  # valid, not active
     expect(ctrl.admin_passthru(FormatNvm(nsid=1, pi=1))[0], CommandSpecificStatus.INVALID_FORMAT)  # no metadata
     assert (ns.block_size, ns.nblocks) == (BS, NS_BLOCKS)
 
@@ -1100,7 +1100,7 @@ def case_self_test(env):
     assert page.result[1].result == SelfTestResultCode.NO_ERROR  # the short one, older
     expect(ctrl.admin_passthru(DeviceSelfTest(nsid=1, stc=0x3))[0], GenericStatus.INVALID_FIELD)
     expect(ctrl.admin_passthru(DeviceSelfTest(nsid=9, stc=SelfTestCode.SHORT))[0],
-           GenericStatus.INVALID_NAMESPACE_OR_FORMAT)
+           GenericStatus.INVALID_FIELD)  # valid, not active
 
 
 # -- Sanitize ---------------------------------------------------------------------------

@@ -93,11 +93,14 @@ def test_crypto_erase_and_reserved_ses(ctrl, ns):
 
 
 def test_inactive_or_invalid_namespace(subsystem, ctrl):
+    # Not a valid NSID: Invalid Namespace or Format; valid but not active
+    # here (unallocated, or allocated and not attached): Invalid Field.
     assert_status(fmt(ctrl, nsid=0), GS.INVALID_NAMESPACE_OR_FORMAT)
-    assert_status(fmt(ctrl, nsid=9), GS.INVALID_NAMESPACE_OR_FORMAT)
+    assert_status(fmt(ctrl, nsid=subsystem.max_namespaces + 1), GS.INVALID_NAMESPACE_OR_FORMAT)
+    assert_status(fmt(ctrl, nsid=9), GS.INVALID_FIELD)
     hidden = Namespace(2, 64)
     subsystem.add_namespace(hidden, attach=False)
-    assert_status(fmt(ctrl, nsid=2), GS.INVALID_NAMESPACE_OR_FORMAT)
+    assert_status(fmt(ctrl, nsid=2), GS.INVALID_FIELD)
 
 
 def test_broadcast_formats_every_active_namespace(subsystem, ctrl, ns):

@@ -143,9 +143,11 @@ def test_in_progress_current_operation_and_abort(ctrl, ns, ops):
 def test_invalid_self_test_code_and_namespace(subsystem, ctrl, ops):
     for stc in (0, 3, 0xE):
         assert_status(self_test(ctrl, stc), GS.INVALID_FIELD)
-    assert_status(self_test(ctrl, 1, nsid=5), GS.INVALID_NAMESPACE_OR_FORMAT)
+    # Valid but not active: Invalid Field; not a valid NSID: Invalid Namespace or Format.
+    assert_status(self_test(ctrl, 1, nsid=5), GS.INVALID_FIELD)
+    assert_status(self_test(ctrl, 1, nsid=subsystem.max_namespaces + 1), GS.INVALID_NAMESPACE_OR_FORMAT)
     subsystem.add_namespace(Namespace(2, 8), attach=False)
-    assert_status(self_test(ctrl, 1, nsid=2), GS.INVALID_NAMESPACE_OR_FORMAT)
+    assert_status(self_test(ctrl, 1, nsid=2), GS.INVALID_FIELD)
 
 
 def test_log_keeps_the_20_newest_newest_first(ctrl, ops):
