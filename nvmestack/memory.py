@@ -27,7 +27,10 @@ import os
 import threading
 from dataclasses import dataclass
 
-__all__ = ["DmaError", "DmaBuffer", "PhysicalMemory", "DmaPool", "PAGE_SIZE"]
+__all__ = [
+    "DmaError", "DmaBuffer", "PhysicalMemory", "DmaPool", "PAGE_SIZE",
+    "sg_slice", "sg_scatter", "sg_gather",
+]
 
 PAGE_SIZE = 4096
 DEFAULT_BASE = 0x1_0000_0000  # host memory above 4 GiB, so 64-bit addresses are exercised
@@ -259,3 +262,43 @@ class DmaPool:
                 self.memory.free(page)
             self._pages.clear()
             self._free.clear()
+
+
+# Scatter lists: a list of memoryviews taken as one run of bytes (a command's
+# data as the host's buffers or the device's DMA views describe it).
+
+
+def sg_slice(bufs, offset: int, length: int) -> list[memoryview]:
+    """Bytes ``offset``..``offset+length`` of a scatter list, as views;
+    ValueError when the range runs past its end."""
+    out = []
+    for buf in bufs:
+        n = buf.nbytes
+        if offset >= n:
+            offset -= n
+            continue
+        take = min(n - offset, length)
+        out.append(buf.cast("B")[offset : offset + take])
+        length -= take
+        offset = 0
+        if not length:
+            break
+    if length:
+        raise ValueError("range beyond the scatter list")
+    return out
+
+
+def sg_scatter(bufs, src: memoryview, offset: int = 0) -> None:
+    """Copy ``src`` into a scatter list from byte ``offset``."""
+    pos = 0
+    for view in sg_slice(bufs, offset, src.nbytes):
+        view[:] = src[pos : pos + view.nbytes]
+        pos += view.nbytes
+
+
+def sg_gather(bufs, dst: memoryview, offset: int = 0) -> None:
+    """Fill ``dst`` from a scatter list, starting at byte ``offset``."""
+    pos = 0
+    for view in sg_slice(bufs, offset, dst.nbytes):
+        dst[pos : pos + view.nbytes] = view
+        pos += view.nbytes

@@ -66,6 +66,7 @@ from .spec.tcp import (
     MIN_MAXH2CDATA,
     PDA_MAX,
     PFV_1_0,
+    R2T,
     TERM_REQ_DATA_MAX,
     C2HData,
     C2HTermReq,
@@ -79,7 +80,6 @@ from .spec.tcp import (
     PduFlags,
     PduHeader,
     PduType,
-    R2T,
     crc32c,
     term_req,
 )

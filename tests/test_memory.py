@@ -80,3 +80,18 @@ def test_shared_arena_between_mappings(tmp_path):
         device.view(buf.addr + PAGE_SIZE, 1)
     device.close()
     host.close()
+
+
+def test_scatter_lists():
+    from nvmestack.memory import sg_gather, sg_scatter, sg_slice
+
+    a, b, c = bytearray(3), bytearray(5), bytearray(2)
+    bufs = [memoryview(a), memoryview(b), memoryview(c)]
+    sg_scatter(bufs, memoryview(b"0123456789"))
+    assert (bytes(a), bytes(b), bytes(c)) == (b"012", b"34567", b"89")
+    out = bytearray(6)
+    sg_gather(bufs, memoryview(out), 2)
+    assert out == b"234567"
+    assert [bytes(v) for v in sg_slice(bufs, 2, 3)] == [b"2", b"34"]
+    with pytest.raises(ValueError):
+        sg_scatter(bufs, memoryview(b"xyz"), 8)  # runs past the end: nothing silently dropped

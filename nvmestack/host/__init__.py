@@ -26,9 +26,9 @@ from .core import (
     NvmeController,
 )
 from .pci import PciTransport
-from .tcp import TcpTransport
 from .queue import HostQueue, MemoryQueue, TagSet
 from .request import ControllerDeadError, HostRequest, NvmeHostError, NvmeStatusError
+from .tcp import TcpTransport
 from .transport import Transport, TransportError
 
 __all__ = [

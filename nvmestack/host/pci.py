@@ -55,7 +55,7 @@ from ..spec.dptr import (
     sgl_last_segment,
     sgl_segment,
 )
-from ..spec.pci import Cfg, CapId, PciCommand, find_capability
+from ..spec.pci import CapId, Cfg, PciCommand, find_capability
 from ..spec.registers import Reg, Shn, Shst, cq_head_doorbell, sq_tail_doorbell
 from ..spec.sqe import SQE_SIZE
 from .queue import HostQueue, MemoryQueue

@@ -70,6 +70,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..memory import sg_scatter
 from ..spec.dptr import Psdt
 from ..spec.fabrics import (
     CNTLID_DYNAMIC,
@@ -237,25 +238,6 @@ class _Waiter:
         self.dw0 = 0
         self.dw1 = 0
         self.error: BaseException | None = None
-
-
-def _scatter(views: list[memoryview], offset: int, data: memoryview) -> None:
-    """Copy ``data`` to bytes ``offset``.. of a list of buffers taken as one."""
-    n = data.nbytes
-    for mv in views:
-        size = mv.nbytes
-        if offset >= size:
-            offset -= size
-            continue
-        take = min(size - offset, n)
-        mv[offset : offset + take] = data[:take]
-        n -= take
-        if not n:
-            return
-        data = data[take:]
-        offset = 0
-    if n:
-        raise ValueError("data beyond the request's buffers")
 
 
 class TcpQueue(HostQueue):
@@ -655,7 +637,7 @@ class TcpQueue(HostQueue):
             if m is None or m.write:
                 return f"C2HData for command {ev.cid:#x}, which reads no data"
             try:
-                _scatter(m.views, ev.offset, ev.data)
+                sg_scatter(m.views, ev.data, ev.offset)
             except ValueError:
                 return f"C2HData {ev.offset}+{ev.data.nbytes} beyond command {ev.cid:#x}'s {m.length} bytes"
             m.received += ev.data.nbytes

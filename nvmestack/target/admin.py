@@ -51,7 +51,14 @@ from ..spec.log import (
 )
 from ..spec.opcodes import AdminOpcode, CommandSet
 from ..spec.status import CommandSpecificStatus, GenericStatus
-from .commands import ADMIN_COMMANDS, IO_COMMANDS, LOG_PAGES, admin_command, log_page, log_pages_of
+from .commands import (
+    ADMIN_COMMANDS,
+    IO_COMMANDS,
+    LOG_PAGES,
+    admin_command,
+    log_page,
+    log_pages_of,
+)
 from .controller import AERL, ERROR_LOG_ENTRIES
 from .errors import NvmeError
 from .features import NPSS, feature_transfer_length

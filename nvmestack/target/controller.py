@@ -31,7 +31,14 @@ from ..spec.status import (
     CommandSpecificStatus,
     GenericStatus,
 )
-from .commands import ADMIN_COMMANDS, DEFERRED, FABRICS_COMMANDS, FUSED_COMMANDS, IO_COMMANDS, Handler
+from .commands import (
+    ADMIN_COMMANDS,
+    DEFERRED,
+    FABRICS_COMMANDS,
+    FUSED_COMMANDS,
+    IO_COMMANDS,
+    Handler,
+)
 from .errors import NvmeError
 from .request import DataDirection, Request
 

@@ -85,7 +85,13 @@ from ..spec.log import (
 )
 from ..spec.opcodes import FABRICS_OPCODE, AdminOpcode, FabricsType
 from ..spec.registers import Reg
-from ..spec.status import SUCCESS, CommandSpecificStatus, FabricsStatus, GenericStatus, Status
+from ..spec.status import (
+    SUCCESS,
+    CommandSpecificStatus,
+    FabricsStatus,
+    GenericStatus,
+    Status,
+)
 from .commands import fabrics_command, log_page
 from .controller import AsyncEventType, Controller
 from .errors import NvmeError

@@ -26,6 +26,7 @@ import threading
 from enum import IntEnum
 from typing import Any, Callable, Sequence
 
+from ..memory import sg_gather, sg_scatter, sg_slice
 from ..spec.cqe import Completion
 from ..spec.layout import Struct
 from ..spec.sqe import SQE_SIZE, Command
@@ -92,7 +93,7 @@ class Request:
         """Copy ``data`` into the host's buffer at ``offset`` (reads,
         Identify, Get Log Page ...).  Writing past ``data_len`` is a bug of
         the handler and raises."""
-        _scatter(self.data, memoryview(data).cast("B"), offset)
+        sg_scatter(self.data, memoryview(data).cast("B"), offset)
 
     def read_data(self, length: int | None = None, offset: int = 0) -> bytearray:
         """A copy of ``length`` bytes of the host's buffer (small structures
@@ -101,15 +102,15 @@ class Request:
         if length is None:
             length = self.data_len - offset
         out = bytearray(length)
-        _gather(self.data, memoryview(out), offset)
+        sg_gather(self.data, memoryview(out), offset)
         return out
 
     def data_views(self, offset: int, length: int) -> list[memoryview]:
         """The part ``offset``..``offset+length`` of the scatter list, as views."""
-        return _slice(self.data, offset, length)
+        return sg_slice(self.data, offset, length)
 
     def meta_views(self, offset: int, length: int) -> list[memoryview]:
-        return _slice(self.meta, offset, length)
+        return sg_slice(self.meta, offset, length)
 
     # -- completion -------------------------------------------------------
 
@@ -141,35 +142,3 @@ class Request:
     def __repr__(self) -> str:
         state = "done" if self._done else "pending"
         return f"<Request sqid={self.sqid} cid={self.cid:#x} opcode={self.opcode:#04x} {state}>"
-
-
-def _slice(bufs: Sequence[memoryview], offset: int, length: int) -> list[memoryview]:
-    out = []
-    for buf in bufs:
-        n = buf.nbytes
-        if offset >= n:
-            offset -= n
-            continue
-        take = min(n - offset, length)
-        out.append(buf.cast("B")[offset : offset + take])
-        length -= take
-        offset = 0
-        if not length:
-            break
-    if length:
-        raise ValueError("range beyond the request's buffers")
-    return out
-
-
-def _scatter(bufs: Sequence[memoryview], src: memoryview, offset: int) -> None:
-    pos = 0
-    for view in _slice(bufs, offset, src.nbytes):
-        view[:] = src[pos : pos + view.nbytes]
-        pos += view.nbytes
-
-
-def _gather(bufs: Sequence[memoryview], dst: memoryview, offset: int) -> None:
-    pos = 0
-    for view in _slice(bufs, offset, dst.nbytes):
-        dst[pos : pos + view.nbytes] = view
-        pos += view.nbytes

@@ -41,9 +41,9 @@ from typing import Any, Iterable
 
 from ..spec.cqe import Completion
 from ..spec.dptr import Psdt, SglDescriptor
-from ..spec.sqe import Command
 from ..spec.fabrics import CONNECT_DATA_SIZE
 from ..spec.opcodes import FABRICS_OPCODE, FabricsType
+from ..spec.sqe import Command
 from ..spec.status import GenericStatus, Status
 from ..spec.tcp import IO_PORT, DigestType
 from ..tcp import (
