@@ -1,58 +1,97 @@
 """``nvmestack``: the command line.
 
-Subcommands are added here as the stack grows (the nvme-cli compatible
-commands, target configuration, bench, trace).  Errors are one line on
-stderr and a non-zero exit status, never a traceback for a user mistake.
+``serve`` (the NVMe/TCP target), the nvme-cli compatible commands (same
+names, options, text and JSON output, exit statuses), target configuration
+(``target ...``), emulated PCIe drives (``drive ...``), ``bench`` and
+``trace``.  Each group of commands lives in its own module, which registers
+its subcommands with :func:`nvmestack.cli.common.command`; this module builds
+the parser from them and turns every user-facing failure into one line on
+standard error and exit status 1 (nvme-cli's convention), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 
 from .. import __version__
+from .common import COMMANDS, EXIT_FAIL, CliError
 
 PROG = "nvmestack"
 
+#: Modules that register commands, in the order of the help listing.
+COMMAND_MODULES = (
+    "serve_cmd",
+    "fabrics",
+    "info",
+    "manage",
+    "io",
+    "drive",
+    "target_config",
+    "bench",
+    "trace",
+)
 
-def _cmd_version(args: argparse.Namespace) -> int:
-    print(f"{PROG} version {__version__}")
-    return 0
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with nvme-cli's exit status for bad arguments (1) and the
+    error said in one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_FAIL, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import ServeError, run
-
-    try:
-        return run(args)
-    except ServeError as exc:
-        print(f"{PROG} serve: {exc}", file=sys.stderr)
-        return 2
+def _load_modules() -> None:
+    for name in COMMAND_MODULES:
+        full = f"{__package__}.{name}"
+        if importlib.util.find_spec(full) is not None:
+            importlib.import_module(full)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    _load_modules()
+    parser = _Parser(
         prog=PROG,
         description="A complete NVMe stack in Python: device, host driver and nvme-cli compatible tools.",
     )
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} version {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser(
-        "serve",
-        help="run the NVMe/TCP target (from --config FILE, or the embedded default)",
-        description="Run the NVMe/TCP target: the subsystems and ports of --config FILE, or the embedded "
-        "default (one subsystem with one 1 GiB sparse file-backed namespace, 127.0.0.1:4420, discovery "
-        "on 8009).  SIGINT/SIGTERM stop it cleanly (data flushed, state saved).",
-    )
-    from .serve import add_arguments
-
-    add_arguments(p)
-    p.set_defaults(func=_cmd_serve)
-
-    p = sub.add_parser("version", help="show the program version")
-    p.set_defaults(func=_cmd_version)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (builder, help_text, description, aliases) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=description, aliases=list(aliases))
+        builder(p)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.splitlines())
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Call the command's handler and map failures to one line + status."""
+    from ..host.request import ControllerDeadError, NvmeStatusError
+    from ..host.transport import TransportError
+
+    try:
+        result = args.func(args)
+    except CliError as exc:
+        print(_one_line(exc), file=sys.stderr)
+        return exc.exit_status
+    except NvmeStatusError as exc:
+        print(f"NVMe status: {exc.status}", file=sys.stderr)
+        return EXIT_FAIL
+    except (ControllerDeadError, TransportError) as exc:
+        print(f"{args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAIL
+    except BrokenPipeError:
+        return EXIT_FAIL
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{args.command}:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return 0 if result is None else int(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 1
+        return EXIT_FAIL
     try:
-        return args.func(args)
+        return run_handler(args)
     except KeyboardInterrupt:
         return 130
 
