@@ -53,7 +53,12 @@ __all__ = [
     "host_identity",
     "is_drive",
     "DRIVE_MEMORY",
+    "SESSION_OPTIONS",
 ]
+
+#: Options every controller opened by this process gets (``nvmestack trace``
+#: sets ``tracer`` here before running the traced command).
+SESSION_OPTIONS: dict = {}
 
 NVME_ETC = "/etc/nvme"
 #: Host memory (the PCIe function's physical address space) for a drive.
@@ -412,7 +417,7 @@ def open_spec(spec: DeviceSpec, **options: Any) -> Device:
     """Bring the controller of ``spec`` up.  ``options`` go to
     :class:`~nvmestack.host.core.NvmeController` (``io_queues=0`` for a
     command that only needs the admin queue, ``tracer``, timeouts)."""
-    options = dict(options)
+    options = {**SESSION_OPTIONS, **options}
     options.setdefault("name", spec.name if spec.registered else None)
     if options["name"] is None:
         options.pop("name")
