@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "serve_cmd",
     "fabrics",
     "info",
+    "features",
     "manage",
     "io",
     "drive",
