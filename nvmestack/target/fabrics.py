@@ -43,8 +43,9 @@ Facts (NVMe over Fabrics 1.1, NVMe 2.0 base spec 6.3 "Connect", Linux
   Invalid Opcode.
 * The discovery log page lists, for every port and every NVM subsystem
   that port exposes and the host may use, one entry (TRTYPE, ADRFAM,
-  SUBTYPE 2, TREQ: secure channel not required and SQ flow control disable
-  supported, PORTID, CNTLID FFFFh, ASQSZ 32, TRSVCID, SUBNQN, TRADDR), and
+  SUBTYPE 2, TREQ: secure channel not specified and SQ flow control disable
+  supported (as Linux nvmet without TLS: nvme-cli 2.3 prints "not required"
+  together with the SQ flow control bit as "unrecognized"), PORTID, CNTLID FFFFh, ASQSZ 32, TRSVCID, SUBNQN, TRADDR), and
   first an entry for the discovery subsystem the host is talking to
   (SUBTYPE 3 "current discovery subsystem", EFLAGS DUPRETINFO|EPCSD).  A
   port listening on the wildcard address shows the address the host
@@ -456,7 +457,7 @@ def _entry(port: Port, nqn: str, subtype: int, local_addr: str, eflags: int = 0)
     traddr = local_addr if port.wildcard and local_addr else port.traddr
     entry.adrfam = Port(traddr, port.trsvcid).adrfam
     entry.subtype = subtype
-    entry.secure_channel = SecureChannel.NOT_REQUIRED
+    entry.secure_channel = SecureChannel.NOT_SPECIFIED
     entry.disable_sqflow = True
     entry.portid = port.portid
     entry.cntlid = CNTLID_DYNAMIC

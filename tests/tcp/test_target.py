@@ -432,7 +432,7 @@ def test_discovery_controller_and_log_page(host):
         assert current.trsvcid.strip() == disc_port.trsvcid
         assert (nvm.trtype, nvm.adrfam, nvm.subtype) == (TransportType.TCP, 1, SubsystemType.NVM)
         assert nvm.subnqn == NQN and nvm.traddr.strip() == "127.0.0.1" and nvm.trsvcid.strip() == io_port.trsvcid
-        assert nvm.secure_channel == 2 and nvm.disable_sqflow and nvm.cntlid == 0xFFFF and nvm.portid == io_port.portid
+        assert nvm.secure_channel == 0 and nvm.disable_sqflow and nvm.cntlid == 0xFFFF and nvm.portid == io_port.portid
         # Only the discovery commands.
         assert code(h.command(Command(opcode=0x80, nsid=1))) == (0, GenericStatus.INVALID_OPCODE)  # Format NVM
         assert code(h.command(GetLogPage(lid=2, numdl=127), length=512)) == (0, GenericStatus.INVALID_FIELD)
