@@ -354,7 +354,8 @@ def _open_tcp(entry: dict, options: dict) -> tuple[Any, list]:
 
     hostnqn, hostid = host_identity(entry.get("hostnqn"), entry.get("hostid"))
     topts = {}
-    for key in ("hdr_digest", "data_digest", "kato", "queue_size", "reconnect_delay", "ctrl_loss_tmo"):
+    for key in ("hdr_digest", "data_digest", "kato", "queue_size", "reconnect_delay", "ctrl_loss_tmo",
+                "disable_sqflow"):
         if entry.get(key) is not None:
             topts[key] = entry[key]
     # One command: no reconnection attempts if the target goes away.
@@ -418,6 +419,8 @@ def open_spec(spec: DeviceSpec, **options: Any) -> Device:
     :class:`~nvmestack.host.core.NvmeController` (``io_queues=0`` for a
     command that only needs the admin queue, ``tracer``, timeouts)."""
     options = {**SESSION_OPTIONS, **options}
+    if "io_queues" not in options and spec.entry.get("nr_io_queues"):
+        options["io_queues"] = spec.entry["nr_io_queues"]
     options.setdefault("name", spec.name if spec.registered else None)
     if options["name"] is None:
         options.pop("name")
