@@ -209,7 +209,29 @@ def identify_controller(ctrl: "Controller") -> IdentifyController:
         pass
     else:
         fill_identify_controller(ctrl, idc)
+    if sub.discovery:
+        _discovery_identify(idc)
     return idc
+
+
+def _discovery_identify(idc: IdentifyController) -> None:
+    """A discovery controller has no namespaces, no NVM commands, no
+    management and no power management: what it does not have is not
+    advertised (as Linux nvmet's discovery Identify), so a host does not
+    read an effects log or set APST/Timestamp it does not accept."""
+    idc.lpa = Lpa.EXTENDED_DATA
+    idc.apsta_apst = False
+    idc.oncs = 0
+    idc.oacs = 0
+    idc.fuses_compare_write = False
+    idc.vwc_present = False
+    idc.vwc_flush = 0
+    idc.ocfs = 0
+    idc.nn = 0
+    idc.mnan = 0
+    idc.sanicap_bes = idc.sanicap_ows = False
+    idc.frmw = 0
+    idc.npss = 0
 
 
 def common_namespace(ctrl: "Controller") -> IdentifyNamespace:
