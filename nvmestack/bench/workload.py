@@ -23,8 +23,10 @@ queue needs it).  Read and write buffers are allocated once per slot.
 Offsets: the region ``[offset, offset + span)`` is split evenly between the
 ``numjobs`` copies (as fio's ``offset_increment`` would), so copies never
 touch each other's blocks; sequential jobs go through their slice in order
-and wrap around, random ones pick any ``bs``-aligned unit of it (fio's
-``norandommap``).  A job stops after ``size`` bytes (default: its slice
+and wrap around, random ones go through every ``bs``-aligned unit of it
+once per pass in a random order (fio's random map, kept as a scrambled
+full-period congruential sequence rather than a bitmap, so it costs no
+memory; a new order every pass).  A job stops after ``size`` bytes (default: its slice
 once, when no ``runtime`` is given) or after ``runtime`` seconds, whichever
 comes first.
 
@@ -443,10 +445,11 @@ class _Slot:
 class _Runner:
     """One copy of a job, run in one thread."""
 
-    def __init__(self, dev: Any, job: Job, index: int):
+    def __init__(self, dev: Any, job: Job, index: int, stop: threading.Event | None = None):
         self.dev = dev
         self.job = job
         self.index = index
+        self.stop = stop
         lbs = int(dev.block_size)
         if job.bs % lbs:
             raise ValueError(f"bs {job.bs} is not a multiple of the block size {lbs}")
@@ -471,6 +474,9 @@ class _Runner:
         if job.verify and job.writes:
             self.expected = array("q", [-1]) * (units * self.bsb)
         self.busy: set[int] = set()
+        self._perm: tuple[int, ...] = ()
+        self._perm_x = 0
+        self._perm_left = 0
         self.seq = 0
         self.pos = 0
         self.issued = 0
@@ -497,10 +503,10 @@ class _Runner:
         pct = self.read_pct
         is_read = pct == 100 or (pct and rng.random() * 100 < pct)
         if job.random:
-            unit = rng.randrange(self.units)
+            unit = self._random_unit()
             if self.verify:
                 while unit in self.busy:
-                    unit = rng.randrange(self.units)
+                    unit = self._random_unit()
         else:
             unit = self.pos
             if self.verify:
@@ -508,6 +514,33 @@ class _Runner:
                     unit = (unit + 1) % self.units
             self.pos = (unit + 1) % self.units
         return bool(is_read), unit
+
+    def _random_unit(self) -> int:
+        """The next unit of the pass's random order: a full-period LCG
+        modulo 2^k >= units (Hull-Dobell: c odd, a = 1 mod 4) visits every
+        value once per 2^k steps; an odd multiply, a xorshift and another
+        odd multiply (bijections modulo 2^k) scramble its weak low bits;
+        values beyond the last unit are skipped."""
+        units = self.units
+        if units == 1:
+            return 0
+        while True:
+            if not self._perm_left:
+                rng = self.rng
+                bits = (units - 1).bit_length()
+                m = 1 << bits
+                self._perm = (m - 1, bits, 4 * rng.randrange(max(1, m >> 2)) + 1, 2 * rng.randrange(m >> 1) + 1,
+                              2 * rng.randrange(m >> 1) + 1, 2 * rng.randrange(m >> 1) + 1)
+                self._perm_x = rng.randrange(m)
+                self._perm_left = m
+            mask, bits, a, c, b1, b2 = self._perm
+            x = self._perm_x = (a * self._perm_x + c) & mask
+            self._perm_left -= 1
+            y = (x * b1) & mask
+            y ^= y >> (bits // 2 + 1)
+            y = (y * b2) & mask
+            if y < units:
+                return y
 
     # -- verify
 
@@ -586,9 +619,11 @@ class _Runner:
         base, bsb = self.base_lba, self.bsb
         inflight = 0
         stop = False
+        stop_event = self.stop
         while True:
             while free and not stop:
-                if self.error is not None or (deadline_ns is not None and clock() >= deadline_ns):
+                if (self.error is not None or (deadline_ns is not None and clock() >= deadline_ns)
+                        or (stop_event is not None and stop_event.is_set())):
                     stop = True
                     break
                 item = next_io()
@@ -686,7 +721,8 @@ class _Runner:
             d.io_bytes = d.ios * job.bs
             d.runtime_ns = runtime
             d.lat_ns = sorted(lat)
-        if job.verify and job.do_verify and self.error is None:
+        stopped = self.stop is not None and self.stop.is_set()
+        if job.verify and job.do_verify and self.error is None and not stopped:
             try:
                 self._verify_pass()
             except Exception as exc:  # noqa: BLE001
@@ -696,14 +732,16 @@ class _Runner:
                          verify_error_count=self.verify_error_count)
 
 
-def run_jobs(dev: Any, jobs: Job | Iterable[Job]) -> BenchResult:
+def run_jobs(dev: Any, jobs: Job | Iterable[Job], *, stop: threading.Event | None = None) -> BenchResult:
     """Run the jobs side by side on ``dev`` (a BlockDevice), every copy of
     every job (``numjobs``) in its own thread (a single copy runs in the
     calling thread), started together; returns when all have finished
-    (including their verify pass)."""
+    (including their verify pass).  Setting ``stop`` (fio's Ctrl-C) ends
+    every job early: no new I/O is issued, those in flight complete, the
+    verify pass is skipped and the results so far are returned."""
     if isinstance(jobs, Job):
         jobs = [jobs]
-    runners = [_Runner(dev, job, i) for job in jobs for i in range(job.numjobs)]
+    runners = [_Runner(dev, job, i, stop) for job in jobs for i in range(job.numjobs)]
     if not runners:
         raise ValueError("no jobs to run")
     stamp = time.time()

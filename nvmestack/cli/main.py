@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_FAIL
+    from .trace import install_from_env  # NVMESTACK_TRACE=FILE traces any command
+
+    install_from_env(args)
     try:
         return run_handler(args)
     except KeyboardInterrupt:
