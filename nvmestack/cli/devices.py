@@ -399,7 +399,7 @@ def _open_drive(entry: dict, options: dict) -> tuple[Any, list]:
         closers.append(subsys.close)
         memory = PhysicalMemory(DRIVE_MEMORY)
         closers.append(memory.close)
-        fn = PciFunction(subsys, memory, mode=entry.get("mode", "inline"))
+        fn = PciFunction(subsys, memory, mode=entry.get("mode", "thread"))
         closers.append(fn.close)
         try:
             ctrl = NvmeController(PciTransport(fn, memory), name=options.pop("name", None), **options)
