@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import random
 
-from nvmestack.spec.identify import IdentifyController, IdentifyNamespace
-from nvmestack.spec.log import ErrorInformationEntry, FirmwareSlotLog, SmartLog
+from nvmestack.spec.identify import IdentifyController, IdentifyNamespace, encode_ns_id_descriptors
+from nvmestack.spec.log import (
+    ChangedNamespaceList,
+    CommandsSupportedAndEffects,
+    DeviceSelfTestLog,
+    ErrorInformationEntry,
+    FirmwareSlotLog,
+    SanitizeStatusLog,
+    SmartLog,
+)
+from nvmestack.spec.registers import ControllerRegisters
 
 
 def id_ctrl() -> IdentifyController:
@@ -91,6 +100,8 @@ def id_ctrl() -> IdentifyController:
     p1.actp = 300
     p1.apw = 2
     p1.aps = 1
+    raw = c.raw
+    raw[3072:3112] = bytes(range(0x30, 0x58))  # vendor specific (id-ctrl -v)
     return c
 
 
@@ -133,6 +144,8 @@ def id_ns() -> IdentifyNamespace:
     n.lbaf[2].ms = 8
     n.lbaf[2].lbads = 12
     n.lbaf[2].rp = 1
+    raw = n.raw
+    raw[384:404] = b"vendor-specific-data"  # LBSTM, then vendor specific from 392 (id-ns -v)
     return n
 
 
@@ -226,3 +239,133 @@ def dense_smart_log(seed: int) -> SmartLog:
 
 
 DENSE_SEEDS = range(4)
+
+
+def id_ctrl_filled(byte: int) -> IdentifyController:
+    """Every byte ``byte`` (0 or FFh: all -H branches one way), readable strings."""
+    c = IdentifyController.view(bytearray([byte]) * IdentifyController.SIZE)
+    c.sn = "FILLED"
+    c.mn = "Filled"
+    c.fr = "F"
+    c.subnqn = "nqn.2026-01.test:filled"
+    c.npss = 0
+    return c
+
+
+def ns_descs() -> bytes:
+    """A Namespace Identification Descriptor list: EUI64, NGUID, UUID, CSI."""
+    return bytes(encode_ns_id_descriptors([
+        (1, bytes.fromhex("525400deadbeef01")),
+        (2, bytes.fromhex("0123456789abcdef0011223344556677")),
+        (3, bytes(range(0x20, 0x30))),
+        (4, 0),
+    ]))
+
+
+def log_bytes(size: int = 512) -> bytes:
+    """Any log page bytes (get-log's hex dump): printable and not."""
+    return bytes((i * 7 + 0x1B) & 0xFF for i in range(size))
+
+
+def effects_log() -> CommandsSupportedAndEffects:
+    e = CommandsSupportedAndEffects()
+    for opcode in (0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C):
+        e.acs[opcode].value = 0x1
+    e.acs[0x0D].value = 0x1 | 0x4 | 0x8 | (1 << 16) | (1 << 20)
+    e.acs[0x10].value = 0x1 | 0x10 | (2 << 16)
+    e.acs[0x80].value = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | (2 << 16)
+    e.acs[0xC4].value = 0x1 | (1 << 19)
+    e.iocs[0x00].value = 0x1
+    e.iocs[0x01].value = 0x3
+    e.iocs[0x02].value = 0x1
+    e.iocs[0x08].value = 0x3
+    e.iocs[0x09].value = 0x3 | (3 << 16)
+    e.iocs[0x81].value = 0x1
+    return e
+
+
+def dense_effects_log(seed: int) -> CommandsSupportedAndEffects:
+    r = random.Random(3000 + seed)
+    return CommandsSupportedAndEffects.view(bytearray(r.randbytes(CommandsSupportedAndEffects.SIZE)))
+
+
+def changed_ns_list(nsids=(1, 2, 7)) -> ChangedNamespaceList:
+    return ChangedNamespaceList.build(nsids)
+
+
+def self_test_log() -> DeviceSelfTestLog:
+    s = DeviceSelfTestLog()
+    s.current_operation = 1
+    s.completion = 42
+    for i in range(DeviceSelfTestLog.MAX_RESULTS):
+        s.result[i].dsts = 0xF
+    r = s.result[0]
+    r.dsts = 0x17  # short, failed segment
+    r.seg = 3
+    r.vdi = 0xF
+    r.poh = 1234
+    r.nsid = 1
+    r.flba = 0x1000
+    r.sct = 2
+    r.sc = 0x81
+    r.vs = b"\x12\x34"
+    r = s.result[1]
+    r.dsts = 0x20  # extended, no error
+    r.vdi = 0x1
+    r.poh = 99
+    r.nsid = 5
+    r = s.result[2]
+    r.dsts = 0x12
+    r.poh = 7
+    return s
+
+
+def dense_self_test_log(seed: int) -> DeviceSelfTestLog:
+    r = random.Random(4000 + seed)
+    return DeviceSelfTestLog.view(bytearray(r.randbytes(DeviceSelfTestLog.SIZE)))
+
+
+def sanitize_log(status: int = 2) -> SanitizeStatusLog:
+    s = SanitizeStatusLog()
+    s.sprog = 0x8000
+    s.sstat = status | (3 << 3) | (1 << 8)
+    s.scdw10 = 0x22
+    s.eto = 100
+    s.etbe = 0xFFFFFFFF
+    s.etce = 0
+    s.etond = 5
+    s.etbend = 6
+    s.etcend = 0xFFFFFFFF
+    return s
+
+
+def dense_sanitize_log(seed: int) -> SanitizeStatusLog:
+    r = random.Random(5000 + seed)
+    s = SanitizeStatusLog.view(bytearray(r.randbytes(SanitizeStatusLog.SIZE)))
+    if seed == 0:
+        s.eto = 0xFFFFFFFF
+    return s
+
+
+def registers() -> ControllerRegisters:
+    """A register file as a PCIe function shows it, enabled and ready."""
+    g = ControllerRegisters()
+    g.cap.value = 0x0000_0020_1801_0FFF | (1 << 37)
+    g.vs.value = 0x00020000
+    g.cc.value = 0x00460001
+    g.csts.value = 0x1
+    g.aqa.value = 0x001F001F
+    g.asq.value = 0x12340000
+    g.acq.value = 0x12350000
+    g.crto.value = 0x00140014
+    return g
+
+
+def dense_registers(seed: int) -> ControllerRegisters:
+    r = random.Random(6000 + seed)
+    return ControllerRegisters.view(bytearray(r.randbytes(ControllerRegisters.SIZE)))
+
+
+#: Offsets a Fabrics controller answers Property Get for (nvmestack's target):
+#: CAP, VS, CC, CSTS, NSSR, CRTO.
+FABRICS_PROPERTIES = (0x00, 0x08, 0x14, 0x1C, 0x20, 0x68)
