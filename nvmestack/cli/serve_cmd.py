@@ -19,10 +19,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
-@command("serve", "run the NVMe/TCP target (from --config FILE, or the embedded default)",
-         description="Run the NVMe/TCP target: the subsystems and ports of --config FILE, or the embedded "
-         "default (one subsystem with one 1 GiB sparse file-backed namespace, 127.0.0.1:4420, discovery "
-         "on 8009).  SIGINT/SIGTERM stop it cleanly (data flushed, state saved).")
+@command("serve", "run the NVMe/TCP target (from --config FILE, or DATA-DIR/target.json)",
+         description="Run the NVMe/TCP target: the subsystems and ports of --config FILE, else of "
+         "DATA-DIR/target.json, which the first start writes with the embedded default (one subsystem with "
+         "one 1 GiB sparse file-backed namespace, 127.0.0.1:4420, discovery on 8009).  Changes to the file "
+         "('nvmestack target ...') are applied while it runs (SIGHUP: at once).  SIGINT/SIGTERM stop it "
+         "cleanly (data flushed, state saved).")
 def _serve_parser(p: argparse.ArgumentParser) -> None:
     from .serve import add_arguments
 

@@ -467,9 +467,11 @@ class TcpTarget(FabricsTarget):
 
     # -- ports -------------------------------------------------------------------------
 
-    def listen(self, addr: str = "127.0.0.1", port: int = IO_PORT, *, subsystems: Iterable[str] | None = None) -> Port:
+    def listen(self, addr: str = "127.0.0.1", port: int = IO_PORT, *, subsystems: Iterable[str] | None = None,
+               portid: int = 0) -> Port:
         """Listen on ``addr``:``port`` (0: any free port; the Port says which)
-        exposing ``subsystems`` (NQNs; ``None``: all, ``()``: discovery only)."""
+        exposing ``subsystems`` (NQNs; ``None``: all, ``()``: discovery only),
+        as port ``portid`` of the discovery log (0: the next free one)."""
         family = socket.AF_INET6 if ":" in addr else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -481,7 +483,7 @@ class TcpTarget(FabricsTarget):
             sock.close()
             raise
         bound = sock.getsockname()[1]
-        entry = Port(addr, str(bound), subsystems=None if subsystems is None else set(subsystems))
+        entry = Port(addr, str(bound), portid=portid, subsystems=None if subsystems is None else set(subsystems))
         self.add_port(entry)
         with self._conn_lock:
             self._listeners[sock] = entry

@@ -156,8 +156,11 @@ def test_serve_embedded_default_keeps_data_across_restarts(serve, tmp_path):
     assert s.stop(signal.SIGTERM) == 0, s.stderr
     assert "Traceback" not in s.stderr
     assert "stopped" in "".join(s.out)
-    subdirs = list(data_dir.iterdir())
+    subdirs = [p for p in data_dir.iterdir() if p.is_dir()]
     assert len(subdirs) == 1
+    # The configuration the first start wrote: the embedded default.
+    written = json.loads((data_dir / "target.json").read_text())
+    assert [s["nqn"] for s in written["subsystems"]] == [DEFAULT_NQN]
     sub_dir = subdirs[0]
     assert (sub_dir / "clean").exists() and (sub_dir / "state.json").exists()
     data_file = sub_dir / "ns1.data"
@@ -228,6 +231,48 @@ def test_serve_from_a_configuration(serve, tmp_path):
     for x in (d, d2, h, h2, admin):
         x.close()
     assert s.stop() == 0, s.stderr
+
+
+def test_serve_default_then_target_namespace_add(serve, tmp_path):
+    """The README's flow: serve the embedded default, add a namespace with
+    ``nvmestack target``; a connected host sees it appear."""
+    from nvmestack.host.tcp import connect
+
+    data_dir = tmp_path / "data"
+    s = serve("--port", "0", "--discovery-port", "0", "--data-dir", str(data_dir))
+    lines = s.wait_ready()
+    text = "".join(lines)
+    port = s.ports(lines)["io"]
+    assert f"wrote the embedded default configuration to {data_dir / 'target.json'}" in text
+    assert f"nvme connect -t tcp -a 127.0.0.1 -s {port} -n {DEFAULT_NQN}" in text
+    assert f"nvmestack connect -t tcp -a 127.0.0.1 -s {port} -n {DEFAULT_NQN}" in text
+    assert f"nvmestack id-ctrl tcp://127.0.0.1:{port}/{DEFAULT_NQN}" in text
+    ctrl = connect("127.0.0.1", port, DEFAULT_NQN, hostnqn=HOSTNQN, io_queues=1)
+    try:
+        assert sorted(ctrl.namespaces) == [1]
+        s.proc.send_signal(signal.SIGHUP)  # re-read the configuration (nothing changed): serve goes on
+        out = subprocess.run([sys.executable, "-m", "nvmestack", "target", "namespace", "add", "--data-dir",
+                              str(data_dir), "--size", "64M"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=START_TIMEOUT)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"namespace 2 added to {DEFAULT_NQN}: 64 MiB")
+        deadline = time.monotonic() + START_TIMEOUT
+        while 2 not in ctrl.namespaces and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ctrl.namespaces[2].identify.nsze == (64 << 20) // 512
+        assert any(e.type == 2 and e.info == 0 and e.nsids == [2] for e in list(ctrl.events))
+        while not any("namespace 2 of" in line for line in s.out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"nvmestack serve: namespace 2 of {DEFAULT_NQN} added (64 MiB)\n" in s.out
+    finally:
+        ctrl.shutdown()
+    assert s.stop() == 0, s.stderr
+    assert "Traceback" not in s.stderr
+    # The next start serves both.
+    s2 = serve("--port", "0", "--discovery-port", "0", "--data-dir", str(data_dir))
+    text = "".join(s2.wait_ready())
+    assert "ns 1 1 GiB, ns 2 64 MiB" in text and "wrote the embedded default" not in text
+    assert s2.stop() == 0, s2.stderr
 
 
 def test_serve_reports_configuration_errors_in_one_line(tmp_path):
