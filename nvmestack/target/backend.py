@@ -188,6 +188,24 @@ class FileBackend(Backend):
         elif current != size:
             os.ftruncate(self._fd, size)
         self.size = size
+        # Operations in flight: close() waits for them, so a namespace removed
+        # while another connection still reads or writes it never has a
+        # descriptor closed (and maybe reused for another file) under it.
+        self._users = 0
+        self._closing = False
+        self._idle = threading.Condition(threading.Lock())
+
+    def _enter(self) -> None:
+        with self._idle:
+            if self._closing:
+                raise BackendError(errno.EBADF, f"{self.path}: the namespace was closed")
+            self._users += 1
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._users -= 1
+            if not self._users:
+                self._idle.notify_all()
 
     def set_sync(self, sync: bool) -> None:
         """Switch write-through (O_DSYNC) on or off."""
@@ -198,6 +216,13 @@ class FileBackend(Backend):
             self._sync_fd = None
 
     def readinto(self, offset: int, bufs: Buffers) -> None:
+        self._enter()
+        try:
+            self._readinto(offset, bufs)
+        finally:
+            self._leave()
+
+    def _readinto(self, offset: int, bufs: Buffers) -> None:
         total = _lengths(bufs)
         self._check(offset, total)
         bufs = list(bufs)
@@ -214,6 +239,13 @@ class FileBackend(Backend):
             bufs = _advance(bufs, n)
 
     def write(self, offset: int, bufs: Buffers) -> None:
+        self._enter()
+        try:
+            self._write(offset, bufs)
+        finally:
+            self._leave()
+
+    def _write(self, offset: int, bufs: Buffers) -> None:
         total = _lengths(bufs)
         self._check(offset, total)
         fd = self._sync_fd if self._sync_fd is not None else self._fd
@@ -227,6 +259,13 @@ class FileBackend(Backend):
             bufs = _advance(bufs, n)
 
     def deallocate(self, offset: int, length: int) -> None:
+        self._enter()
+        try:
+            self._deallocate(offset, length)
+        finally:
+            self._leave()
+
+    def _deallocate(self, offset: int, length: int) -> None:
         self._check(offset, length)
         if length == 0:
             return
@@ -246,11 +285,18 @@ class FileBackend(Backend):
         zeros = memoryview(bytes(min(length, 1 << 20)))
         while length:
             n = min(length, zeros.nbytes)
-            self.write(offset, [zeros[:n]])
+            self._write(offset, [zeros[:n]])
             offset += n
             length -= n
 
     def flush(self) -> None:
+        self._enter()
+        try:
+            self._flush()
+        finally:
+            self._leave()
+
+    def _flush(self) -> None:
         try:
             os.fdatasync(self._fd)
         except OSError as exc:
@@ -264,6 +310,10 @@ class FileBackend(Backend):
         self.size = size
 
     def close(self) -> None:
+        with self._idle:
+            self._closing = True
+            while self._users:
+                self._idle.wait()
         for fd in (self._sync_fd, self._fd):
             if fd is not None:
                 try:

@@ -67,3 +67,37 @@ def test_memory_backend_resize_drops_tail():
     b.resize(150_050)
     b.resize(200_000)
     assert b.read_bytes(150_000, 100) == b"x" * 50 + bytes(50)
+
+
+def test_file_backend_close_waits_for_operations_in_flight(tmp_path):
+    """A namespace removed while another connection uses it: close() waits
+    for the operation in flight, later ones fail cleanly (never a closed,
+    maybe reused, descriptor)."""
+    import threading
+
+    from nvmestack.target.backend import BackendError, FileBackend
+
+    be = FileBackend(tmp_path / "ns.data", 1 << 20)
+    started, release = threading.Event(), threading.Event()
+    real = be._write
+
+    def slow_write(offset, bufs):
+        started.set()
+        release.wait(5)
+        real(offset, bufs)
+
+    be._write = slow_write
+    writer = threading.Thread(target=be.write, args=(0, [memoryview(b"a" * 512)]))
+    writer.start()
+    assert started.wait(5)
+    closer = threading.Thread(target=be.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # still waiting for the write
+    release.set()
+    writer.join(5)
+    closer.join(5)
+    assert not closer.is_alive()
+    assert (tmp_path / "ns.data").read_bytes()[:512] == b"a" * 512
+    with pytest.raises(BackendError):
+        be.readinto(0, [memoryview(bytearray(512))])
