@@ -1032,7 +1032,7 @@ def error_log_json(entries: Sequence[ErrorInformationEntry]) -> dict[str, Any]:
                 "phase_tag": e.status_field & 1,
                 "parm_error_location": e.parm_error_location,
                 "lba": e.lba,
-                "nsid": e.nsid,
+                "nsid": s32(e.nsid),  # json_object_add_value_int: FFFFFFFFh prints -1
                 "vs": e.vs,
                 "trtype": e.trtype,
                 "cs": e.cs,
