@@ -284,7 +284,7 @@ def parse_device(text: str) -> DeviceSpec:
         entries = registered()
         if name not in entries:
             raise CliError(f"{text}: No such file or directory (no controller {name} is connected or attached; "
-                           f"see 'nvmestack list-ctrl')")
+                           f"see 'nvmestack list')")
         ns = int(nsid) if nsid is not None else None
         path = text if text.startswith("/dev/") else f"/dev/{text}"
         return DeviceSpec(name, entries[name], ns, True, path)
