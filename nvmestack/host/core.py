@@ -1434,6 +1434,8 @@ class NvmeController:
     def _rescan_quietly(self) -> None:
         try:
             self.rescan()
+        except ControllerDeadError as exc:  # shut down or removed meanwhile: nothing to scan
+            log.debug("%s: rescan: %s", self.name, exc)
         except Exception:
             log.exception("%s: rescan", self.name)
 

@@ -23,7 +23,8 @@ The directory holds:
 ``state.json``
     what the device went through: firmware slots, SMART / health counters
     (power cycles, unsafe shutdowns, power-on time ...), uncorrectable LBAs
-    per namespace, saved feature values when the feature store has them.
+    per namespace, saved feature values when the feature store has them,
+    the Device Self-test results and the last sanitize operation's status.
 ``ns<N>.data``, ``ns<N>.meta``
     the namespaces' blocks and metadata, sparse files.
 ``clean``
@@ -617,6 +618,13 @@ def _state(subsystem: Subsystem) -> dict:
     features = _saved_features(subsystem)
     if features is not None:
         state["features"] = features
+    ops = getattr(subsystem, "operations", None)
+    if ops is not None:
+        # The Device Self-test and Sanitize Status logs outlive a power cycle.
+        with ops.lock:
+            state["self_test"] = [bytes(r).hex() for r in ops.self_test_results]
+            state["sanitize"] = {"status": int(ops.sanitize_status), "passes": ops.sanitize_passes,
+                                 "cdw10": ops.sanitize_cdw10}
     return state
 
 
@@ -686,6 +694,7 @@ def _apply_state(subsystem: Subsystem, state: dict, path: str) -> None:
             if end > ns.nblocks:
                 raise ValueError(f"{path}: namespaces.{key}.uncorrectable: LBA {end - 1} beyond the namespace")
             ns.uncorrectable.update(range(first, end))
+    _apply_operations(subsystem, state, path)
     features = state.get("features")
     saved = getattr(subsystem, "saved_features", None)
     if features is not None and saved is None:
@@ -700,6 +709,35 @@ def _apply_state(subsystem: Subsystem, state: dict, path: str) -> None:
             saved.restore_saved(features)
         elif isinstance(saved, dict):
             saved.update({int(k) if k.isdigit() else k: v for k, v in features.items()})
+
+
+def _apply_operations(subsystem: Subsystem, state: dict, path: str) -> None:
+    """The Device Self-test results and the last sanitize operation's status
+    (a sanitize operation still running when the device stopped did not
+    finish: it is reported failed)."""
+    ops = getattr(subsystem, "operations", None)
+    if ops is None:
+        return
+    from ..spec.log import SanitizeStatus, SelfTestResult
+
+    try:
+        results = [bytes.fromhex(r) for r in state.get("self_test", [])]
+        if any(len(r) != SelfTestResult.SIZE for r in results):
+            raise ValueError("a self-test result is not 28 bytes")
+        sanitize = state.get("sanitize") or {}
+        status = SanitizeStatus(int(sanitize.get("status", SanitizeStatus.NEVER_SANITIZED)))
+        passes = int(sanitize.get("passes", 0)) & 0x1F
+        cdw10 = int(sanitize.get("cdw10", 0)) & 0xFFFFFFFF
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: self_test/sanitize: {exc}") from None
+    with ops.lock:
+        ops.self_test_results.clear()
+        ops.self_test_results.extend(results[: ops.self_test_results.maxlen])
+        if status == SanitizeStatus.IN_PROGRESS:
+            status = SanitizeStatus.FAILED
+        ops.sanitize_status = status
+        ops.sanitize_passes = passes
+        ops.sanitize_cdw10 = cdw10
 
 
 # ---------------------------------------------------------------------------
