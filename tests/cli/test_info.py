@@ -504,12 +504,12 @@ def test_output_format_errors(cli, dev):
     assert res.rc == 1 and res.out == ""
 
 
-def test_drive_directory_argument(cli, dev):
-    if dev.fabrics:
-        pytest.skip("drive only")
-    res = cli("id-ctrl", dev.path, "-o", "json")
+def test_unregistered_device_argument(cli, dev):
+    """A controller named directly: the drive directory, or tcp://ADDR:PORT/NQN."""
+    where = dev.path or dev.arg
+    res = cli("id-ctrl", where, "-o", "json")
     assert res.rc == 0, res.err
     with dev.truth() as sub:
         assert res.json()["sn"].rstrip() == sub.serial
-    assert cli("smart-log", dev.path).out.startswith(f"Smart Log for NVME device:{dev.path} ")
-    assert json.loads(cli("fw-log", dev.path, "-o", "json").out).keys() == {dev.path}
+    assert cli("smart-log", where).out.startswith(f"Smart Log for NVME device:{where} ")
+    assert json.loads(cli("fw-log", where, "-o", "json").out).keys() == {where}
