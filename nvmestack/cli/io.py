@@ -49,6 +49,8 @@ from ..spec.nvm import (
 from ..spec.opcodes import NvmOpcode
 from .common import CliError, Progress, byte, command, dword, number, show_status, word
 from .devices import Device
+from .manage import _open_user_file as _open_data
+from .manage import _read_input as _read_all
 from .manage import open_quietly, resolve_nsid, settle
 
 __all__ = ["submit_io"]
@@ -158,28 +160,6 @@ command("write", "Submit a write command, return results",
                     "given device.")(_build_rw("write", NvmOpcode.WRITE))
 
 _RW_CLASSES = {NvmOpcode.READ: Read, NvmOpcode.WRITE: Write, NvmOpcode.COMPARE: Compare}
-
-
-def _read_all(fileobj: Any, size: int) -> bytes:
-    chunks = []
-    left = size
-    while left > 0:
-        data = fileobj.read(left)
-        if not data:
-            break
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks)
-
-
-def _open_data(path: str, output: bool) -> Any:
-    try:
-        if output:
-            # As nvme-cli: created when missing, not truncated.
-            return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o664), "wb")
-        return open(path, "rb")
-    except OSError as exc:
-        raise CliError(f"{path}: {exc.strerror or exc}") from None
 
 
 def submit_io(args: argparse.Namespace, opcode: int, name: str) -> int:

@@ -72,6 +72,7 @@ from ..spec.registers import NSSR_SIGNATURE, Reg
 from ..spec.sqe import Command
 from ..spec.status import CommandSpecificStatus, Status, StatusCodeType
 from .common import CliError, Progress, byte, command, dword, number, show_status, word
+from . import output
 from .devices import Device, open_device, state_dir
 
 __all__ = ["NSID_ALL", "command_name", "hexdump", "resolve_nsid"]
@@ -79,22 +80,8 @@ __all__ = ["NSID_ALL", "command_name", "hexdump", "resolve_nsid"]
 NSID_ALL = 0xFFFFFFFF
 
 # nvme-cli's command names (nvme_cmd_to_string), for the passthrough messages.
-ADMIN_NAMES = {
-    0x00: "Delete I/O Submission Queue", 0x01: "Create I/O Submission Queue", 0x02: "Get Log Page",
-    0x04: "Delete I/O Completion Queue", 0x05: "Create I/O Completion Queue", 0x06: "Identify",
-    0x08: "Abort", 0x09: "Set Features", 0x0A: "Get Features", 0x0C: "Asynchronous Event Request",
-    0x0D: "Namespace Management", 0x10: "Firmware Commit", 0x11: "Firmware Image Download",
-    0x14: "Device Self-test", 0x15: "Namespace Attachment", 0x18: "Keep Alive", 0x19: "Directive Send",
-    0x1A: "Directive Receive", 0x1C: "Virtualization Management", 0x1D: "NVMe-MI Send",
-    0x1E: "NVMe-MI Receive", 0x7C: "Doorbell Buffer Config", 0x80: "Format NVM", 0x81: "Security Send",
-    0x82: "Security Receive", 0x84: "Sanitize", 0x86: "Get LBA Status",
-}
-IO_NAMES = {
-    0x00: "Flush", 0x01: "Write", 0x02: "Read", 0x04: "Write Uncorrectable", 0x05: "Compare",
-    0x08: "Write Zeroes", 0x09: "Dataset Management", 0x0C: "Verify", 0x0D: "Reservation Register",
-    0x0E: "Reservation Report", 0x11: "Reservation Acquire", 0x15: "Reservation Release", 0x19: "Copy",
-    0x79: "Zone Management Send", 0x7A: "Zone Management Receive", 0x7D: "Zone Append",
-}
+ADMIN_NAMES = output.ADMIN_COMMAND_NAMES
+IO_NAMES = output.IO_COMMAND_NAMES
 
 # nvme-cli's texts for the Sanitize Status log's status field.
 SSTAT_TEXT = {
@@ -136,40 +123,9 @@ def resolve_nsid(args: argparse.Namespace, dev: Device, what: str, *, required: 
     return None
 
 
-def hexdump(data: bytes | bytearray | memoryview, width: int = 16, group: int = 1) -> str:
-    """nvme-cli's ``d()`` hex dump, byte for byte (including how it prints
-    the text column of a last, partial row)."""
-    buf = bytes(data)
-    out = ["     "]
-    out.extend(f"{i:3x}" for i in range(16))
-    # nvme-cli's text column is an uninitialised stack buffer; the real
-    # binary shows a space where a first, partial row reads past its bytes.
-    ascii_col = bytearray(b" " * 33)
-    offset = 0
-    i = 0
-    for i, b in enumerate(buf):
-        if not i % width:
-            out.append(f"\n{offset:04x}:")
-        out.append(f"{b:02x}" if i % group else f" {b:02x}")
-        ascii_col[i % width] = b if 0x21 <= b <= 0x7E else 0x2E
-        if not (i + 1) % width:
-            ascii_col[i % width + 1] = 0
-            out.append(' "' + _cstr(ascii_col, width) + '"')
-            offset += width
-    if buf:
-        i += 1
-    if len(buf) % width:
-        b = width - (i % width)
-        pad = 2 * b + b // group + (1 if b % group else 0)
-        out.append(" " + " " * pad + ' "' + _cstr(ascii_col, i % width + 1) + '"')
-    out.append("\n")
-    return "".join(out)
-
-
-def _cstr(buf: bytearray, limit: int) -> str:
-    raw = bytes(buf[:limit])
-    end = raw.find(0)
-    return (raw if end < 0 else raw[:end]).decode("latin-1")
+def hexdump(data: bytes | bytearray | memoryview, width: int = 16) -> str:
+    """nvme-cli's ``d()`` hex dump (:func:`nvmestack.cli.output.hexdump`)."""
+    return output.hexdump(data, width)
 
 
 @contextlib.contextmanager

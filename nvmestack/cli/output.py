@@ -1198,7 +1198,7 @@ def ns_descs_json(data: bytes) -> dict[str, Any]:
 
 # -- Commands Supported and Effects --------------------------------------------------------
 
-_ADMIN_NAMES = {
+ADMIN_COMMAND_NAMES = {
     0x00: "Delete I/O Submission Queue", 0x01: "Create I/O Submission Queue", 0x02: "Get Log Page",
     0x04: "Delete I/O Completion Queue", 0x05: "Create I/O Completion Queue", 0x06: "Identify", 0x08: "Abort",
     0x09: "Set Features", 0x0A: "Get Features", 0x0C: "Asynchronous Event Request",
@@ -1208,7 +1208,7 @@ _ADMIN_NAMES = {
     0x1E: "NVMe-MI Receive", 0x7C: "Doorbell Buffer Config", 0x80: "Format NVM", 0x81: "Security Send",
     0x82: "Security Receive", 0x84: "Sanitize", 0x86: "Get LBA Status",
 }
-_IO_NAMES = {
+IO_COMMAND_NAMES = {
     0x00: "Flush", 0x01: "Write", 0x02: "Read", 0x04: "Write Uncorrectable", 0x05: "Compare",
     0x08: "Write Zeroes", 0x09: "Dataset Management", 0x0C: "Verify", 0x0D: "Reservation Register",
     0x0E: "Reservation Report", 0x11: "Reservation Acquire", 0x15: "Reservation Release", 0x19: "Copy",
@@ -1218,7 +1218,7 @@ _IO_NAMES = {
 
 def command_name(admin: bool, opcode: int) -> str:
     """nvme-cli's ``nvme_cmd_to_string``: its name for an opcode, else "Unknown"."""
-    return (_ADMIN_NAMES if admin else _IO_NAMES).get(opcode, "Unknown")
+    return (ADMIN_COMMAND_NAMES if admin else IO_COMMAND_NAMES).get(opcode, "Unknown")
 
 
 _CSE_TEXT = {0: "No command restriction", 1: "No other command for same namespace",

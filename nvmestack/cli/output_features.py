@@ -118,31 +118,10 @@ def _true(flag: int | bool) -> str:
 
 
 def hexdump(data: bytes | bytearray | memoryview, width: int = 16) -> str:
-    """nvme-cli's ``d(buf, len, 16, 1)``: a header of column numbers, then
-    ``offset: bytes "ascii"`` lines.
+    """nvme-cli's ``d(buf, len, 16, 1)`` (:func:`nvmestack.cli.output.hexdump`)."""
+    from .output import hexdump as _hexdump
 
-    nvme-cli keeps the ASCII column in one buffer for all lines and ends a
-    last, partial line one character late: that line shows, after its own
-    characters, the one the line before left at that position.  On a
-    first line there was none (the stack's content); nothing is shown
-    then."""
-    data = bytes(data)
-    out = ["     " + "".join(f"{i:3x}" for i in range(16))]
-    text = [""] * width
-    for offset in range(0, len(data), width):
-        chunk = data[offset:offset + width]
-        for i, b in enumerate(chunk):
-            text[i] = chr(b) if 0x21 <= b <= 0x7E else "."
-        line = f"\n{offset:04x}:" + "".join(f" {b:02x}" for b in chunk)
-        if len(chunk) == width:
-            line += f' "{"".join(text)}"'
-        else:
-            pad = width - len(chunk)
-            line += " " + " " * (3 * pad) + f' "{"".join(text[:len(chunk) + 1])}"'
-        out.append(line)
-    if not data:  # nvme-cli pads a whole empty line
-        out.append(" " + " " * (3 * width) + ' ""')
-    return "".join(out) + "\n"
+    return _hexdump(data, width)
 
 
 def feature_line(fid: int, sel: int, result: int) -> str:
