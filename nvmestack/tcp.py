@@ -178,6 +178,9 @@ _VALID_FLAGS = {
     PduType.R2T: _H,
 }
 _TYPES = {int(t): t for t in PduType}
+_LE64 = _struct.Struct("<Q")
+_CAPSULE_CMD_LEN = HLEN[PduType.CAPSULE_CMD]
+_SQE_END = _SQE_OFF + SQE_SIZE
 _DIRECT_MIN = 16384  # recv_buffer hands out the rest of a PDU this large or larger
 
 
@@ -186,6 +189,9 @@ class StreamState(enum.Enum):
     LIVE = "live"
     CLOSED = "closed"  # a TermReq came in, or the peer closed
     ERROR = "error"  # we found a fatal error (and terminate)
+
+
+_LIVE = StreamState.LIVE
 
 
 # ---------------------------------------------------------------------------
@@ -431,6 +437,11 @@ class _Stream:
         self._direct = False
         self._fresh: bytearray | None = None
         self._hdr_ref: tuple[memoryview, int, int] | None = None
+        # The common header of a command capsule without data and of one with
+        # in-capsule data at the usual PDO (its first four bytes), as integers,
+        # once the connection is live without digests; 0: no fast lane.
+        self._plain_cmd = 0
+        self._plain_icd = 0
 
     # -- state --------------------------------------------------------------------
 
@@ -501,7 +512,27 @@ class _Stream:
 
     def _feed(self, mv: memoryview, events: list[Event]) -> None:
         pos, end = 0, mv.nbytes
+        plain, plain_icd = self._plain_cmd, self._plain_icd
         while pos < end:
+            if plain and self._pbuf is None and end - pos >= _CAPSULE_CMD_LEN and self.state is _LIVE:
+                # The common case, decided once at ICReq: a command capsule
+                # without digests whose header is exactly what every
+                # check of _check_common would accept.
+                head = _LE64.unpack_from(mv, pos)[0]
+                if head == plain:
+                    events.append(CommandReceived(_LE16.unpack_from(mv, pos + _SQE_CID)[0],
+                                                  mv[pos + _SQE_OFF : pos + _SQE_END], None, False))
+                    pos += _CAPSULE_CMD_LEN
+                    continue
+                if head & 0xFFFFFFFF == plain_icd:
+                    plen = head >> 32
+                    pdo = mv[pos + 3]
+                    if pdo < plen <= pdo + self.max_icd and plen <= end - pos:
+                        events.append(CommandReceived(_LE16.unpack_from(mv, pos + _SQE_CID)[0],
+                                                      mv[pos + _SQE_OFF : pos + _SQE_END], mv[pos + pdo : pos + plen],
+                                                      False))
+                        pos += plen
+                        continue
             if self.closed:
                 return
             if self._pbuf is None:
@@ -807,6 +838,13 @@ class ControllerStream(_Stream):
         resp.dgst = int(granted)
         resp.maxh2cdata = self.maxh2cdata
         self.state = StreamState.LIVE
+        if not self.hdgst and not self.ddgst:
+            kind, hlen = int(PduType.CAPSULE_CMD), _CAPSULE_CMD_LEN
+            self._plain_cmd = kind | hlen << 16 | hlen << 32
+            align = (self.rx_pda + 1) * 4
+            pdo = -(-hlen // align) * align
+            if pdo <= 0xFF:
+                self._plain_icd = kind | hlen << 16 | pdo << 24
         events.append(ICReqReceived(req.pfv, req.hpda, bool(asked & DigestType.HDGST_ENABLE),
                                     bool(asked & DigestType.DDGST_ENABLE), req.maxr2t, [bytes(resp)]))
 

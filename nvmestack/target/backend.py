@@ -52,6 +52,17 @@ class Backend:
         and no longer count as allocated."""
         raise NotImplementedError
 
+    # The I/O fast path (fastpath.py): one contiguous range, one buffer.
+    def pread(self, offset: int, length: int) -> bytes | bytearray:
+        """``length`` bytes from ``offset`` in a new buffer."""
+        buf = bytearray(length)
+        self.readinto(offset, [memoryview(buf)])
+        return buf
+
+    def pwrite(self, offset: int, data: memoryview) -> None:
+        """Store ``data`` (one buffer) at ``offset``."""
+        self.write(offset, [data])
+
     def write_zeroes(self, offset: int, length: int) -> None:
         """Zero ``length`` bytes at ``offset`` (they stay allocated where the
         backend can tell the difference)."""
@@ -204,7 +215,7 @@ class FileBackend(Backend):
     def _leave(self) -> None:
         with self._idle:
             self._users -= 1
-            if not self._users:
+            if not self._users and self._closing:
                 self._idle.notify_all()
 
     def set_sync(self, sync: bool) -> None:
@@ -242,6 +253,39 @@ class FileBackend(Backend):
         self._enter()
         try:
             self._write(offset, bufs)
+        finally:
+            self._leave()
+
+    def pread(self, offset: int, length: int) -> bytes:
+        # One pread(2) into a new bytes object: no zeroed buffer, no iovec.
+        self._enter()
+        try:
+            self._check(offset, length)
+            try:
+                data = os.pread(self._fd, length, offset)
+                while len(data) < length:
+                    more = os.pread(self._fd, length - len(data), offset + len(data))
+                    if not more:  # beyond the end of a file shorter than size: zeroes
+                        return data + bytes(length - len(data))
+                    data += more
+            except OSError as exc:
+                raise BackendError(exc.errno, f"read of {self.path} at {offset}: {exc.strerror}") from exc
+            return data
+        finally:
+            self._leave()
+
+    def pwrite(self, offset: int, data: memoryview) -> None:
+        self._enter()
+        try:
+            length = data.nbytes
+            self._check(offset, length)
+            fd = self._sync_fd if self._sync_fd is not None else self._fd
+            try:
+                n = os.pwrite(fd, data, offset)
+                while n < length:
+                    n += os.pwrite(fd, data[n:], offset + n)
+            except OSError as exc:
+                raise BackendError(exc.errno, f"write of {self.path} at {offset}: {exc.strerror}") from exc
         finally:
             self._leave()
 

@@ -162,6 +162,7 @@ class SavedFeatures:
     def __init__(self):
         self.values: dict[Key, tuple[int, bytes]] = {}
         self.lock = threading.Lock()
+        self.version = 0  # bumped by every change (the I/O fast path caches what it reads)
 
     def get(self, key: Key) -> tuple[int, bytes] | None:
         with self.lock:
@@ -170,10 +171,12 @@ class SavedFeatures:
     def set(self, key: Key, dword: int, data: bytes = b"") -> None:
         with self.lock:
             self.values[key] = (int(dword), bytes(data))
+            self.version += 1
 
     def clear(self) -> None:
         with self.lock:
             self.values.clear()
+            self.version += 1
 
     def __len__(self) -> int:
         return len(self.values)
@@ -205,6 +208,7 @@ class SavedFeatures:
                 values[_key(fid, sub)] = (dword, data)
         with self.lock:
             self.values = values
+            self.version += 1
 
     def __repr__(self) -> str:
         return f"<SavedFeatures {len(self.values)} values>"
@@ -237,6 +241,7 @@ class FeatureStore:
         self.lock = threading.RLock()
         self.current: dict[Key, int] = {}
         self.data: dict[Key, bytes] = {}
+        self.version = 0  # bumped by every change of a current value (see write_cache_state)
         # Host Identifier set by Set Features (PCIe); b"" = never set.
         self.host_id = b""
         self._timestamp = 0
@@ -250,6 +255,7 @@ class FeatureStore:
     def reset(self) -> None:
         """Controller Level Reset: current values return to saved or default."""
         with self.lock:
+            self.version += 1
             self.current.clear()
             self.data.clear()
             self._timestamp = 0
@@ -395,6 +401,7 @@ class FeatureStore:
         key = _key(fid, sub)
         with self.lock:
             self.current[key] = dword
+            self.version += 1
             if data is not None:
                 self.data[key] = bytes(data)
         if save:

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "WARNING_TEMPERATURE",
     "Health",
+    "IoCounters",
     "SmartInfo",
     "data_units",
 ]
@@ -85,8 +86,50 @@ def data_units(nbytes: int) -> int:
     return -(-nbytes // (512 * 1000))
 
 
+class IoCounters:
+    """The SMART counters of one I/O queue's fast path (``fastpath.py``).
+
+    Only the queue's own thread adds to them, without a lock; the
+    :class:`Health` counters of the same names are the subsystem's base
+    plus every live queue's, summed when read (as nvmet keeps per-queue
+    statistics and sums them for the log page).  A queue that goes away
+    hands its counts to the base (:meth:`Health.retire_counters`)."""
+
+    __slots__ = ("bytes_read", "bytes_written", "host_read_commands", "host_write_commands", "busy_seconds")
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.host_read_commands = 0
+        self.host_write_commands = 0
+        self.busy_seconds = 0.0
+
+
+def _summed(name: str) -> property:
+    base = "_" + name
+
+    def get(self: "Health"):
+        total = getattr(self, base)
+        for counters in self._queue_counters:
+            total += getattr(counters, name)
+        return total
+
+    def put(self: "Health", value) -> None:
+        with self.lock:
+            live = sum(getattr(c, name) for c in self._queue_counters)
+            setattr(self, base, value - live)
+
+    return property(get, put, doc=f"{name}: the subsystem's count plus every live I/O queue's")
+
+
 class Health:
     """The subsystem's SMART / health state."""
+
+    bytes_read = _summed("bytes_read")
+    bytes_written = _summed("bytes_written")
+    host_read_commands = _summed("host_read_commands")
+    host_write_commands = _summed("host_write_commands")
+    busy_seconds = _summed("busy_seconds")
 
     # Counters saved by persistence, in the order of the log page.
     COUNTERS = (
@@ -108,11 +151,12 @@ class Health:
         self.subsystem = subsystem
         self.lock = threading.RLock()
         self.clock = clock
-        self.bytes_read = 0
-        self.bytes_written = 0
-        self.host_read_commands = 0
-        self.host_write_commands = 0
-        self.busy_seconds = 0.0
+        self._queue_counters: tuple[IoCounters, ...] = ()  # replaced, never changed in place
+        self._bytes_read = 0
+        self._bytes_written = 0
+        self._host_read_commands = 0
+        self._host_write_commands = 0
+        self._busy_seconds = 0.0
         self.power_cycles = 1
         self.unsafe_shutdowns = 0
         self.media_errors = 0
@@ -149,19 +193,33 @@ class Health:
     def host_read(self, nbytes: int) -> None:
         """A read-like command (Read, Compare, Verify) moved ``nbytes`` of data."""
         with self.lock:
-            self.bytes_read += nbytes
-            self.host_read_commands += 1
+            self._bytes_read += nbytes
+            self._host_read_commands += 1
 
     def host_write(self, nbytes: int) -> None:
         """A write-like command (Write, Write Zeroes, Write Uncorrectable, Copy)."""
         with self.lock:
-            self.bytes_written += nbytes
-            self.host_write_commands += 1
+            self._bytes_written += nbytes
+            self._host_write_commands += 1
 
     def busy(self, seconds: float) -> None:
         """Time the controller spent with I/O outstanding."""
         with self.lock:
-            self.busy_seconds += seconds
+            self._busy_seconds += seconds
+
+    def attach_counters(self, counters: IoCounters) -> None:
+        """Count a fast-path queue's :class:`IoCounters` in the totals."""
+        with self.lock:
+            self._queue_counters = self._queue_counters + (counters,)
+
+    def retire_counters(self, counters: IoCounters) -> None:
+        """The queue is gone: its counts move to the subsystem's base."""
+        with self.lock:
+            if counters not in self._queue_counters:
+                return
+            self._queue_counters = tuple(c for c in self._queue_counters if c is not counters)
+            for name in IoCounters.__slots__:
+                setattr(self, "_" + name, getattr(self, "_" + name) + getattr(counters, name))
 
     def media_error(self) -> None:
         """An unrecovered data integrity error was reported."""

@@ -14,12 +14,12 @@ import os
 import threading
 import uuid as _uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..spec.identify import IdentifyNamespace
 from .backend import Backend, MemoryBackend
 
-__all__ = ["LbaFormatSpec", "DEFAULT_LBA_FORMATS", "Namespace", "BackendFactory"]
+__all__ = ["LbaFormatSpec", "DEFAULT_LBA_FORMATS", "Namespace", "BackendFactory", "FastGeometry"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,15 @@ BackendFactory = Callable[[str, int], Backend]
 
 def memory_backends(role: str, size: int) -> Backend:
     return MemoryBackend(size)
+
+
+class FastGeometry(NamedTuple):
+    """A plain format as the I/O fast path uses it: blocks of ``1 << shift``
+    bytes, ``nblocks`` of them, on ``backend``."""
+
+    shift: int
+    nblocks: int
+    backend: Backend
 
 
 class Namespace:
@@ -116,6 +125,19 @@ class Namespace:
         self.lock = threading.RLock()
         self.data: Backend = backends("data", nblocks * self.block_size)
         self.meta: Backend | None = backends("meta", nblocks * self.metadata_size) if self.metadata_size else None
+        self.fast: FastGeometry | None = None
+        self._update_fast()
+
+    def _update_fast(self) -> None:
+        """What the I/O fast path needs of the current format, or None when
+        the format asks for more than moving blocks (metadata, protection
+        information, extended LBAs): those commands take the general path."""
+        fmt = self.format
+        bs = fmt.data_size
+        if self.metadata_size or self.pi_type or self.extended or bs & (bs - 1):
+            self.fast = None
+        else:
+            self.fast = FastGeometry(bs.bit_length() - 1, self.nblocks, self.data)
 
     # -- geometry ---------------------------------------------------------
 
@@ -191,6 +213,7 @@ class Namespace:
     def reformat(self, lba_format: int, *, extended: bool, pi_type: int, pi_first: bool) -> None:
         """Switch to another LBA format; every block is erased (reads zero)."""
         with self.lock:
+            self.fast = None  # the fast path stops using the old geometry first
             old_bytes = self.size_bytes
             fmt = self.formats[lba_format]
             self.lba_format = lba_format
@@ -207,6 +230,7 @@ class Namespace:
                 self.meta = self._backends("meta", self.nblocks * fmt.metadata_size)
                 self.meta.deallocate(0, self.meta.size)
             self.uncorrectable.clear()
+            self._update_fast()
 
     def flush(self) -> None:
         """Make every completed write durable (Flush, FUA, shutdown)."""

@@ -32,6 +32,7 @@ watchdog thread for every controller.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -61,6 +62,7 @@ from ..tcp import (
 )
 from .errors import NvmeError
 from .fabrics import FabricsTarget, Port, admit, fail_request
+from .fastpath import FLUSH, READ, WRITE, FastIo
 from .request import DataDirection, Request
 from .subsystem import Subsystem
 
@@ -77,7 +79,17 @@ _SGL_LENGTH = _SGL_PARAM + SglDescriptor.length.offset
 _SGL_IDENT = _SGL_PARAM + SglDescriptor.sgl_identifier.offset
 _LE32 = struct.Struct("<I")
 _LE64 = struct.Struct("<Q")
+# Prepared PDU headers of the fast path (NVMe/TCP 1.0: C2HData and CapsuleResp
+# without digests): common header, then CCCID/DATAO/DATAL, or the 16-byte CQE.
+_C2H_HEAD = struct.Struct("<BBBBIHHII4x")
+_RESP = struct.Struct("<BBBBIIIHHHH")
+_C2H_DATA, _CAPSULE_RESP = 0x07, 0x05
+_LAST_PDU, _SUCCESS = 0x04, 0x08
+_FAST_FLAGS = 0x40  # FUSE 00b, PSDT 01b (SGL): the only byte 1 NVMe/TCP commands carry
 _LINGER = 2.0  # seconds a terminated connection waits for the host to close
+FAST_PATH = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
+"""Whether targets use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``:
+every command on the general path, to compare the two)."""
 
 
 class _Write:
@@ -133,6 +145,9 @@ class TcpConnection:
         self._tid = 0
         self._dead = False
         self._close_after_flush = False
+        self.fast: FastIo | None = None  # an I/O queue's fast path, once connected
+        self._fast_now: FastIo | None = None  # the fast path, for this batch
+        self._c2h_pdo = 0  # PDO of the C2HData we send (HPDA); 0: send through the stream's builders
         self.thread = threading.Thread(target=self._run, name=f"nvmet-tcp {peer}", daemon=True)
 
     # -- life ------------------------------------------------------------------------
@@ -160,11 +175,22 @@ class TcpConnection:
                     break
                 events = stream.received_into(n)
                 self._batching = True
+                fast = self.fast
+                if fast is not None and fast.ready():
+                    self._fast_now = fast
+                    start = time.monotonic()
+                    # Any command is a sign of life (see _command): once a batch.
+                    fast.ctrl.last_keep_alive = start
+                else:
+                    self._fast_now = None
                 try:
                     for event in events:
                         self._handle(event)
                 finally:
                     self._batching = False
+                    if self._fast_now is not None:
+                        self._fast_now = None
+                        fast.busy(time.monotonic() - start)
                 self._flush()
                 if stream.closed or self._close_after_flush:
                     break
@@ -177,6 +203,9 @@ class TcpConnection:
             self._cleanup()
 
     def _release_queue(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
+            self.fast = self._fast_now = None
         ctrl, self.ctrl = self.ctrl, None
         if ctrl is not None:
             self.target.queue_closed(ctrl, self.qid, self)
@@ -226,18 +255,20 @@ class TcpConnection:
     def _sendall(self, bufs: list) -> None:
         if self._dead:
             return
-        views = [memoryview(b).cast("B") if not isinstance(b, memoryview) else b for b in bufs]
         try:
-            while views:
-                chunk = views[:_IOV_MAX]
+            while bufs:
+                chunk = bufs[:_IOV_MAX] if len(bufs) > _IOV_MAX else bufs
                 sent = self.sock.sendmsg(chunk)
                 i = 0
-                while i < len(chunk) and sent >= chunk[i].nbytes:
-                    sent -= chunk[i].nbytes
+                for buf in chunk:
+                    size = buf.nbytes if type(buf) is memoryview else len(buf)
+                    if sent < size:
+                        break
+                    sent -= size
                     i += 1
-                views = views[i:]
+                bufs = bufs[i:]
                 if sent:
-                    views[0] = views[0][sent:]
+                    bufs[0] = memoryview(bufs[0]).cast("B")[sent:]
         except OSError:
             self.abort()
 
@@ -270,6 +301,8 @@ class TcpConnection:
         if ctrl is None:
             self._connect(ev)
             return
+        if self._fast_now is not None and self._fast_command(ev):
+            return
         # Any command is a sign of life, as in Linux's nvmet (traffic based
         # keep alive): a busy host is never timed out between Keep Alives.
         ctrl.last_keep_alive = time.monotonic()
@@ -287,6 +320,71 @@ class TcpConnection:
             fail_request(req, err)
         elif req.cid not in self._writes:
             ctrl.execute(req)
+
+    def _fast_command(self, ev: CommandReceived) -> bool:
+        """Offer the command to the fast path (fastpath.py); True when it
+        ran there and its answer is on its way.  Declined commands go on to
+        the general path untouched."""
+        sqe = ev.sqe
+        if sqe[1] != _FAST_FLAGS or ev.data_digest_error:
+            return False
+        fast = self._fast_now
+        opcode = sqe[0]
+        if opcode == READ:
+            if ev.data is not None or sqe[_SGL_IDENT] != SGL_TRANSPORT:
+                return False
+            data = fast.read(sqe, _LE32.unpack_from(sqe, _SGL_LENGTH)[0])
+            if data is None:
+                return False
+            self._read_done(ev.cid, data)
+            return True
+        if opcode == WRITE:
+            data = ev.data
+            if data is None or sqe[_SGL_IDENT] != SGL_IN_CAPSULE or _LE64.unpack_from(sqe, _SGL_ADDRESS)[0]:
+                return False
+            length = _LE32.unpack_from(sqe, _SGL_LENGTH)[0]
+            if length > data.nbytes or not fast.write(sqe, data[:length]):
+                return False
+        elif opcode == FLUSH:
+            if ev.data is not None or not fast.flush(sqe):
+                return False
+        else:
+            return False
+        self._success(ev.cid)
+        return True
+
+    def _success(self, cid: int) -> None:
+        """The response capsule of a command that succeeded with DW0/DW1 0."""
+        if self._c2h_pdo:
+            self._out.append(_RESP.pack(_CAPSULE_RESP, 0, 24, 0, 24, 0, 0,
+                                         0xFFFF if self.sqflow_disabled else self._sqhd, self.qid, cid, 0))
+        else:
+            cqe = Completion(cid=cid, sqid=self.qid, sqhd=0xFFFF if self.sqflow_disabled else self._sqhd)
+            self._out.extend(self.stream.response(cqe))
+
+    def _read_done(self, cid: int, data) -> None:
+        """C2HData (and the response, unless SQ flow control is off) of a
+        read that succeeded."""
+        n = len(data)
+        pdo = self._c2h_pdo
+        max_c2h = self.stream.max_c2h_data
+        if not pdo or (max_c2h is not None and n > max_c2h):
+            self._out.extend(self.stream.c2h_data(cid, [data], last=True, success=self.sqflow_disabled))
+            if not self.sqflow_disabled:
+                self._success(cid)
+            return
+        out = self._out
+        if self.sqflow_disabled:
+            out.append(_C2H_HEAD.pack(_C2H_DATA, _LAST_PDU | _SUCCESS, 24, pdo, pdo + n, cid, 0, 0, n))
+            if pdo > 24:
+                out.append(bytes(pdo - 24))
+            out.append(data)
+            return
+        out.append(_C2H_HEAD.pack(_C2H_DATA, _LAST_PDU, 24, pdo, pdo + n, cid, 0, 0, n))
+        if pdo > 24:
+            out.append(bytes(pdo - 24))
+        out.append(data)
+        out.append(_RESP.pack(_CAPSULE_RESP, 0, 24, 0, 24, 0, 0, self._sqhd, self.qid, cid, 0))
 
     def _map(self, req: Request, ev: CommandReceived) -> NvmeError | None:
         """Give the request its data: in-capsule data, a buffer to fill, or
@@ -420,6 +518,12 @@ class TcpConnection:
         self.sqsize = outcome.sqsize
         self.sqflow_disabled = outcome.sqflow_disabled
         self._sqhd = 1 % (self.sqsize + 1)
+        if self.qid and self.target.fast_path:
+            self.fast = FastIo(self.ctrl, self.qid)
+            stream = self.stream
+            if not stream.hdgst and not stream.ddgst:
+                align = (stream.tx_pda + 1) * 4
+                self._c2h_pdo = -(-24 // align) * align
         self._reply(pending.cid, outcome.status, outcome.dw0, sqid=self.qid)
 
     def __repr__(self) -> str:
@@ -434,6 +538,8 @@ class TcpTarget(FabricsTarget):
     ``cpda``, ``maxh2cdata``, ``digests`` (which digests hosts may have),
     ``in_capsule_data_size`` (IOCCSZ) and ``max_c2h_data`` (cut C2HData
     PDUs at this size; ``None``: one PDU per command) tune the transport;
+    ``fast_path`` (default :data:`FAST_PATH`) lets I/O queues use
+    :mod:`~nvmestack.target.fastpath`;
     other keywords (``mqes``, ``mdts``) go to every controller."""
 
     def __init__(
@@ -445,6 +551,7 @@ class TcpTarget(FabricsTarget):
         digests: DigestType = DigestType.HDGST_ENABLE | DigestType.DDGST_ENABLE,
         in_capsule_data_size: int = DEFAULT_IN_CAPSULE_DATA_SIZE,
         max_c2h_data: int | None = None,
+        fast_path: bool | None = None,
         **controller_options: Any,
     ):
         super().__init__(in_capsule_data_size=in_capsule_data_size, **controller_options)
@@ -452,6 +559,9 @@ class TcpTarget(FabricsTarget):
         self.maxh2cdata = maxh2cdata
         self.digests = digests
         self.max_c2h_data = max_c2h_data
+        # Read/Write/Flush on I/O queues take the fast path when they can
+        # (fastpath.py); False runs every command on the general path.
+        self.fast_path = FAST_PATH if fast_path is None else fast_path
         for sub in subsystems:
             self.add_subsystem(sub)
         self._listeners: dict[socket.socket, Port] = {}

@@ -14,6 +14,7 @@ from nvmestack.spec.fabrics import Connect, ConnectData, PropertyGet, PropertySe
 from nvmestack.spec.registers import Reg
 from nvmestack.spec.status import Status
 from nvmestack.target import Namespace, Subsystem
+from nvmestack.target import tcp as tcp_target
 from nvmestack.target.tcp import TcpTarget
 from nvmestack.tcp import (
     C2HDataReceived,
@@ -198,6 +199,14 @@ def make_subsystem(nqn=NQN, blocks=8192, **kw) -> Subsystem:
     sub = Subsystem(nqn, serial="TCPTEST", **kw)
     sub.add_namespace(Namespace(1, blocks))
     return sub
+
+
+@pytest.fixture(autouse=True, params=["fast", "general"])
+def io_path(request, monkeypatch):
+    """Every test here runs twice: with the I/O fast path (fastpath.py) and
+    with every command on the general path; the expectations are the same."""
+    monkeypatch.setattr(tcp_target, "FAST_PATH", request.param == "fast")
+    return request.param
 
 
 @pytest.fixture
