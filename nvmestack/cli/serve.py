@@ -875,7 +875,7 @@ class Server:
             conns = [c for c in self.target.connections if c.ctrl is not None and c.ctrl.subsystem is sub]
             self.target.remove_subsystem(nqn)  # its controllers' connections close
             for conn in conns:  # no command of theirs still running when the namespaces close
-                conn.thread.join(10.0)
+                conn.wait_closed(10.0)
             sub.close()  # flushed and saved; its directory stays
             changes.append(f"subsystem {nqn} removed")
         return changes

@@ -11,17 +11,32 @@ queue, Linux's nvmet-tcp as the model.
     ...
     target.stop()
 
-Each accepted connection gets a thread that reads the socket into the
-sans-I/O :class:`~nvmestack.tcp.ControllerStream` and acts on its events:
-the ICReq is answered, the first command must be Connect (admin queue:
-a new controller; I/O queue: a queue of an existing one), then every
-command becomes a core :class:`~nvmestack.target.request.Request` --
-prepared by the controller, its data mapped (in-capsule data, an R2T and
-the H2CData that answers it, or a buffer the command fills and C2HData
-carries back), executed by the core, answered with a response capsule (or
-with SUCCESS on the last C2HData when SQ flow control is disabled).  The
-responses of one read are sent together with one ``sendmsg``; data goes
-out of the command's own buffers without a copy.
+One thread, the target's event loop (epoll through :mod:`selectors`),
+serves every connection: it accepts, reads each socket into its sans-I/O
+:class:`~nvmestack.tcp.ControllerStream` and acts on the events: the ICReq
+is answered, the first command must be Connect (admin queue: a new
+controller; I/O queue: a queue of an existing one), then every command
+becomes a core :class:`~nvmestack.target.request.Request` -- prepared by
+the controller, its data mapped (in-capsule data, an R2T and the H2CData
+that answers it, or a buffer the command fills and C2HData carries back),
+executed by the core, answered with a response capsule (or with SUCCESS on
+the last C2HData when SQ flow control is disabled).  Read, Write and Flush
+on an I/O queue are first offered to the fast path
+(:mod:`~nvmestack.target.fastpath`), which answers from prepared headers.
+The answers to everything one read of the socket brought are sent together
+with one ``sendmsg``; data goes out of the command's own buffers without a
+copy; what the socket does not take waits for it to drain (and while a
+host leaves more than a few MiB unread, its commands are not read either).
+Commands that complete on other threads (deferred commands, Asynchronous
+Event Requests) hand their answers to the loop.
+
+An idle connection costs a few KiB and no thread.  Abuse is bounded: a
+connection that has not sent its ICReq and Connect within
+``handshake_timeout`` is closed, as is one Connect's worth of pipelined
+Connects (one connection makes at most one controller or queue); a port
+holds at most ``max_connections``, and at that limit or out of file
+descriptors the oldest connection still in its handshake makes room for a
+new one (or, with none, the listener rests a moment instead of spinning).
 
 A protocol error ends only its own connection (after the C2HTermReq);
 losing the admin queue ends the association (the other queues close, the
@@ -31,8 +46,11 @@ watchdog thread for every controller.
 
 from __future__ import annotations
 
+import errno
+import heapq
 import logging
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -87,6 +105,11 @@ _C2H_DATA, _CAPSULE_RESP = 0x07, 0x05
 _LAST_PDU, _SUCCESS = 0x04, 0x08
 _FAST_FLAGS = 0x40  # FUSE 00b, PSDT 01b (SGL): the only byte 1 NVMe/TCP commands carry
 _LINGER = 2.0  # seconds a terminated connection waits for the host to close
+_BACKLOG = 4 << 20  # output bytes a connection may have queued before we stop reading its commands
+_ACCEPT_REST = 0.1  # seconds a listener rests at the connection limit or without file descriptors
+_IDLE_TICK = 1.0  # the event loop wakes at least this often
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a new connection has to send its ICReq and Connect."""
 FAST_PATH = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
 """Whether targets use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``:
 every command on the general path, to compare the two)."""
@@ -115,7 +138,14 @@ class _ConnectRequest:
 
 
 class TcpConnection:
-    """One TCP connection: one queue once Connect succeeded."""
+    """One TCP connection: one queue once Connect succeeded.
+
+    Driven by its target's event loop (:class:`_EventLoop`): the loop calls
+    :meth:`_readable` when the socket has data and :meth:`_writable` when
+    output that did not fit the socket buffer can go on.  Other threads
+    (completions of deferred commands, Asynchronous Event Requests, the keep
+    alive watchdog) hand their PDUs to :meth:`_send`, which passes them to
+    the loop; :meth:`abort` closes the connection from anywhere."""
 
     def __init__(self, target: "TcpTarget", sock: socket.socket, port: Port, peer: Any):
         self.target = target
@@ -139,68 +169,84 @@ class TcpConnection:
         self.sqflow_disabled = False
         self._sqhd = 0
         self._writes: dict[int, _Write] = {}
+        self._connecting = False  # a Connect waits for its data
+        self._out: list = []  # PDUs of this loop iteration (loop thread only)
+        self._xout: list = []  # PDUs from other threads (under _send_lock)
         self._send_lock = threading.Lock()
-        self._out: list = []
-        self._batching = False
-        self._tid = 0
+        self._pending: list = []  # what the socket did not take yet
+        self._reading = True  # the loop watches for input (off while output is backed up)
         self._dead = False
         self._close_after_flush = False
+        self._linger_until: float | None = None
+        # ICReq and Connect must come within the handshake timeout.
+        self.deadline: float | None = time.monotonic() + target.handshake_timeout
+        self._closed = threading.Event()
         self.fast: FastIo | None = None  # an I/O queue's fast path, once connected
         self._fast_now: FastIo | None = None  # the fast path, for this batch
         self._c2h_pdo = 0  # PDO of the C2HData we send (HPDA); 0: send through the stream's builders
-        self.thread = threading.Thread(target=self._run, name=f"nvmet-tcp {peer}", daemon=True)
 
     # -- life ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.thread.start()
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is closed and its queue released."""
+        return self._closed.wait(timeout)
 
     def abort(self) -> None:
-        """Close the connection now (its thread then cleans up)."""
+        """Close the connection now (from any thread; the loop cleans up)."""
         self._dead = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self.target._loop.poke(self)
 
-    def _run(self) -> None:
-        self._tid = threading.get_ident()
+    def terminate(self, fes: int, fei: int = 0) -> None:
+        """End the connection with a C2HTermReq (from any thread): the queue
+        is released and the host gets a moment to read it and close."""
+        self._send(self.stream.terminate(fes, fei))
+        self.target._loop.poke(self)
+
+    def _readable(self) -> None:
+        """The loop saw input: read once, act on the events, send the answers."""
+        if self._linger_until is not None:
+            self._drain_linger()
+            return
         stream = self.stream
+        buf = stream.recv_buffer(_RECV_SIZE)
         try:
-            while not self._dead:
-                buf = stream.recv_buffer(_RECV_SIZE)
-                try:
-                    n = self.sock.recv_into(buf)
-                except OSError:
-                    break
-                events = stream.received_into(n)
-                self._batching = True
-                fast = self.fast
-                if fast is not None and fast.ready():
-                    self._fast_now = fast
-                    start = time.monotonic()
-                    # Any command is a sign of life (see _command): once a batch.
-                    fast.ctrl.last_keep_alive = start
-                else:
-                    self._fast_now = None
-                try:
-                    for event in events:
-                        self._handle(event)
-                finally:
-                    self._batching = False
-                    if self._fast_now is not None:
-                        self._fast_now = None
-                        fast.busy(time.monotonic() - start)
-                self._flush()
-                if stream.closed or self._close_after_flush:
-                    break
-            if stream.state is StreamState.ERROR and not self._dead:
-                self._release_queue()
-                self._linger()
-        except Exception:  # a bug must not take the target down
-            log.exception("NVMe/TCP connection from %s failed", self.peer)
-        finally:
-            self._cleanup()
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        events = stream.received_into(n)
+        fast = self.fast
+        if fast is not None and fast.ready():
+            self._fast_now = fast
+            start = time.monotonic()
+            # Any command is a sign of life (see _command): once a batch.
+            fast.ctrl.last_keep_alive = start
+            try:
+                for event in events:
+                    self._handle(event)
+            finally:
+                self._fast_now = None
+                fast.busy(time.monotonic() - start)
+        else:
+            for event in events:
+                self._handle(event)
+        self._flush()
+        if self._dead:
+            self._close()
+        elif stream.state is StreamState.ERROR:
+            self._release_queue()
+            self._begin_linger()
+        elif stream.closed or self._close_after_flush:
+            self._close_when_sent()
 
     def _release_queue(self) -> None:
         if self.fast is not None:
@@ -210,51 +256,124 @@ class TcpConnection:
         if ctrl is not None:
             self.target.queue_closed(ctrl, self.qid, self)
 
-    def _linger(self) -> None:
+    def _begin_linger(self) -> None:
         """After a TermReq: let the host read it and close first (closing
         with unread input would reset the connection and could lose it)."""
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(_LINGER)
-            deadline = time.monotonic() + _LINGER
-            while time.monotonic() < deadline and self.sock.recv(65536):
+        self._linger_until = time.monotonic() + _LINGER
+        if not self._pending:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
                 pass
-        except OSError:
-            pass
+        self.target._loop.timer(self._linger_until)
 
-    def _cleanup(self) -> None:
+    def _drain_linger(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close()
+
+    def _close_when_sent(self) -> None:
+        self._close_after_flush = True
+        if not self._pending:
+            self._close()
+
+    def _expired(self, now: float) -> bool:
+        """The loop's timer check: True when the connection was closed."""
+        if self._linger_until is not None and now >= self._linger_until:
+            self._close()
+            return True
+        if self.deadline is not None and now >= self.deadline:
+            log.info("NVMe/TCP connection from %s: no %s within %.0f s, closed", self.peer,
+                     "Connect" if self.stream.live else "ICReq", self.target.handshake_timeout)
+            self._close()
+            return True
+        return False
+
+    def _close(self) -> None:
+        """Release everything (loop thread)."""
+        if self._closed.is_set():
+            return
         self._dead = True
         for write in self._writes.values():
             if not write.connect:
                 write.req.cancel()
         self._writes.clear()
-        self._release_queue()
+        try:
+            self._release_queue()
+        except Exception:  # a bug must not take the target down
+            log.exception("NVMe/TCP connection from %s: releasing its queue failed", self.peer)
+        self.target._loop.forget(self)
         try:
             self.sock.close()
         except OSError:  # pragma: no cover
             pass
+        self._pending = []
+        self._out = []
         self.target._connection_done(self)
+        self._closed.set()
 
     # -- sending ---------------------------------------------------------------------
 
     def _send(self, bufs: list) -> None:
-        if not bufs:
+        """Queue PDUs for the host (from any thread)."""
+        if not bufs or self._dead:
             return
-        with self._send_lock:
-            if self._batching and threading.get_ident() == self._tid:
-                self._out.extend(bufs)
-                return
-            self._sendall(bufs)
+        loop = self.target._loop
+        if loop.in_loop():
+            self._out.extend(bufs)
+            loop.dirty.add(self)
+        else:
+            with self._send_lock:
+                self._xout.extend(bufs)
+            loop.poke(self)
 
     def _flush(self) -> None:
-        with self._send_lock:
-            out, self._out = self._out, []
-            if out:
-                self._sendall(out)
-
-    def _sendall(self, bufs: list) -> None:
+        """Send what this iteration produced (loop thread)."""
+        out = self._out
+        if self._xout:
+            with self._send_lock:
+                out.extend(self._xout)
+                self._xout = []
+        if not out:
+            return
+        self._out = []
         if self._dead:
             return
+        if self._pending:
+            self._pending.extend(out)
+        else:
+            self._pending = self._write(out)
+            if self._pending:
+                self.target._loop.want_write(self, True)
+        if self._reading and self._pending and _buffered(self._pending) > _BACKLOG:
+            # The host does not read what it asked for: stop reading its
+            # commands until it does (its own send buffer holds the rest).
+            self._reading = False
+            self.target._loop.want_read(self, False)
+
+    def _writable(self) -> None:
+        """The socket takes more output (loop thread)."""
+        self._pending = self._write(self._pending)
+        if not self._pending:
+            self.target._loop.want_write(self, False)
+            if not self._reading:
+                self._reading = True
+                self.target._loop.want_read(self, True)
+            if self._linger_until is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            elif self._close_after_flush:
+                self._close()
+
+    def _write(self, bufs: list) -> list:
+        """Send as much of ``bufs`` as the socket takes now; the rest."""
         try:
             while bufs:
                 chunk = bufs[:_IOV_MAX] if len(bufs) > _IOV_MAX else bufs
@@ -269,8 +388,13 @@ class TcpConnection:
                 bufs = bufs[i:]
                 if sent:
                     bufs[0] = memoryview(bufs[0]).cast("B")[sent:]
+        except (BlockingIOError, InterruptedError):
+            return bufs
         except OSError:
-            self.abort()
+            self._dead = True
+            self.target._loop.poke(self)
+            return []
+        return bufs
 
     # -- events ----------------------------------------------------------------------
 
@@ -464,11 +588,9 @@ class TcpConnection:
                 del self._writes[req.cid]
                 stream.cancel_transfers(req.cid)
             out = stream.response(cqe)
-        self._send(out)
         if req.context.get("disconnect"):
-            self._close_after_flush = True
-            if threading.get_ident() != self._tid:
-                self.abort()
+            self._close_after_flush = True  # before the answer goes: the loop closes once it is sent
+        self._send(out)
 
     # -- Connect ---------------------------------------------------------------------
 
@@ -480,6 +602,11 @@ class TcpConnection:
 
     def _connect(self, ev: CommandReceived) -> None:
         sqe = ev.command
+        if self._connecting:
+            # One Connect per connection: while one waits for its data, any
+            # other command (a second Connect included) is out of sequence.
+            self._reply(ev.cid, GenericStatus.COMMAND_SEQUENCE_ERROR.status(dnr=True))
+            return
         if sqe.opcode != FABRICS_OPCODE or sqe.nsid & 0xFF != FabricsType.CONNECT:
             self._reply(ev.cid, GenericStatus.COMMAND_SEQUENCE_ERROR.status(dnr=True))
             return
@@ -501,9 +628,14 @@ class TcpConnection:
             self._reply(ev.cid, GenericStatus.DATA_SGL_LENGTH_INVALID.status(dnr=True))
             return
         self._writes[ev.cid] = _Write(pending, connect=True)
+        self._connecting = True
         self._send(self.stream.r2t(ev.cid, 0, CONNECT_DATA_SIZE))
 
     def _finish_connect(self, pending: _ConnectRequest, views: list[memoryview], bad: bool) -> None:
+        self._connecting = False
+        if self.ctrl is not None:  # pragma: no cover - _command sends nothing here once connected
+            self._reply(pending.cid, GenericStatus.COMMAND_SEQUENCE_ERROR.status(dnr=True))
+            return
         if bad:
             self._reply(pending.cid, GenericStatus.TRANSIENT_TRANSPORT_ERROR.status())
             return
@@ -518,6 +650,7 @@ class TcpConnection:
         self.sqsize = outcome.sqsize
         self.sqflow_disabled = outcome.sqflow_disabled
         self._sqhd = 1 % (self.sqsize + 1)
+        self.deadline = None  # the handshake is over
         if self.qid and self.target.fast_path:
             self.fast = FastIo(self.ctrl, self.qid)
             stream = self.stream
@@ -552,6 +685,8 @@ class TcpTarget(FabricsTarget):
         in_capsule_data_size: int = DEFAULT_IN_CAPSULE_DATA_SIZE,
         max_c2h_data: int | None = None,
         fast_path: bool | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections: int | None = None,
         **controller_options: Any,
     ):
         super().__init__(in_capsule_data_size=in_capsule_data_size, **controller_options)
@@ -567,9 +702,13 @@ class TcpTarget(FabricsTarget):
         self._listeners: dict[socket.socket, Port] = {}
         self._connections: set[TcpConnection] = set()
         self._conn_lock = threading.Lock()
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        # Abuse limits: a connection must send its ICReq and Connect within
+        # handshake_timeout seconds; a port holds at most max_connections.
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections or _default_max_connections()
+        self._port_connections: dict[int, int] = {}
+        self._fd_warned = False
+        self._loop = _EventLoop(self)
         self._stopping = threading.Event()
         self._keep_alive_changed = threading.Event()
         self._started = False
@@ -597,8 +736,7 @@ class TcpTarget(FabricsTarget):
         self.add_port(entry)
         with self._conn_lock:
             self._listeners[sock] = entry
-        self._selector.register(sock, selectors.EVENT_READ, entry)
-        self._wake()
+        self._loop.register_listener(sock, entry)
         return entry
 
     def unlisten(self, port: Port) -> None:
@@ -608,10 +746,7 @@ class TcpTarget(FabricsTarget):
             for s in socks:
                 del self._listeners[s]
         for s in socks:
-            try:
-                self._selector.unregister(s)
-            except (KeyError, ValueError):
-                pass
+            self._loop.unregister_listener(s)
             s.close()
         self.remove_port(port)
 
@@ -624,37 +759,28 @@ class TcpTarget(FabricsTarget):
         if self._started:
             return self
         self._started = True
-        for name, run in (("nvmet-tcp accept", self._accept_loop), ("nvmet keep-alive", self._keep_alive_loop)):
-            thread = threading.Thread(target=run, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._loop.start()
+        thread = threading.Thread(target=self._keep_alive_loop, name="nvmet keep-alive", daemon=True)
+        thread.start()
+        self._threads.append(thread)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, close every connection, end every association."""
         self._stopping.set()
         self._keep_alive_changed.set()
-        self._wake()
+        self._loop.stop(timeout)
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
         with self._conn_lock:
             listeners = list(self._listeners)
             self._listeners.clear()
-            connections = list(self._connections)
         for sock in listeners:
-            try:
-                self._selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
             sock.close()
-        for conn in connections:
-            conn.abort()
-        deadline = time.monotonic() + timeout
-        for conn in connections:
-            conn.thread.join(max(0.0, deadline - time.monotonic()))
         self.close()
         self._started = False
+        self._loop = _EventLoop(self)  # a fresh one, should the target start again
 
     def __enter__(self) -> "TcpTarget":
         return self.start()
@@ -667,36 +793,31 @@ class TcpTarget(FabricsTarget):
         with self._conn_lock:
             return list(self._connections)
 
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:  # pragma: no cover
-            pass
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            for key, _ in self._selector.select(timeout=1.0):
-                if key.fileobj is self._wake_r:
-                    try:
-                        self._wake_r.recv(4096)
-                    except OSError:  # pragma: no cover
-                        pass
-                    continue
-                self._accept(key.fileobj, key.data)
-        try:
-            self._selector.unregister(self._wake_r)
-        except (KeyError, ValueError):  # pragma: no cover
-            pass
-
     def _accept(self, listener: socket.socket, port: Port) -> None:
-        while True:
+        """Take the connections waiting on ``listener`` (loop thread).  At
+        the connection limit, or out of file descriptors, the oldest
+        connection still in its handshake makes room; with none, the
+        listener rests a moment instead of spinning."""
+        for _ in range(64):
+            if self._port_connections.get(id(port), 0) >= self.max_connections and not self._evict(port):
+                self._loop.rest(listener)
+                return
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if not self._evict(None):
+                        if not self._fd_warned:
+                            self._fd_warned = True
+                            log.warning("NVMe/TCP target: out of file descriptors (%s); not accepting for a moment",
+                                        exc.strerror)
+                        self._loop.rest(listener)
+                        return
+                    continue
                 return
-            sock.setblocking(True)
+            sock.setblocking(False)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover
@@ -707,11 +828,28 @@ class TcpTarget(FabricsTarget):
                     sock.close()
                     return
                 self._connections.add(conn)
-            conn.start()
+                self._port_connections[id(port)] = self._port_connections.get(id(port), 0) + 1
+            self._loop.add(conn)
+
+    def _evict(self, port: Port | None) -> bool:
+        """Close the oldest connection (of ``port``) that has no queue yet."""
+        victim = self._loop.oldest_handshake(port)
+        if victim is None:
+            return False
+        log.info("NVMe/TCP connection from %s closed in its handshake to make room", victim.peer)
+        victim._close()
+        return True
 
     def _connection_done(self, conn: TcpConnection) -> None:
         with self._conn_lock:
-            self._connections.discard(conn)
+            if conn in self._connections:
+                self._connections.discard(conn)
+                key = id(conn.port)
+                left = self._port_connections.get(key, 1) - 1
+                if left:
+                    self._port_connections[key] = left
+                else:
+                    self._port_connections.pop(key, None)
 
     def connect(self, *args: Any, **kwargs: Any):
         outcome = super().connect(*args, **kwargs)
@@ -726,3 +864,243 @@ class TcpTarget(FabricsTarget):
             wait = 1.0 if deadline is None else min(1.0, max(0.01, deadline - time.monotonic() + 0.005))
             self._keep_alive_changed.wait(wait)
             self._keep_alive_changed.clear()
+
+
+def _buffered(bufs: list) -> int:
+    return sum(b.nbytes if type(b) is memoryview else len(b) for b in bufs)
+
+
+def _default_max_connections() -> int:
+    """Connections per port: what the file descriptor limit leaves room for."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover
+        return 1024
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(16, min(65536, soft - 64))
+
+
+class _EventLoop:
+    """The thread that serves every connection of a target (epoll through
+    :mod:`selectors`): accepts, reads, writes, and closes connections whose
+    handshake or linger time ran out.  A connection is served by this one
+    thread only; other threads reach it through :meth:`poke`."""
+
+    def __init__(self, target: "TcpTarget"):
+        self.target = target
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.dirty: set[TcpConnection] = set()  # loop thread: connections with output to flush
+        self._poked: set[TcpConnection] = set()  # other threads (under _lock)
+        self._lock = threading.Lock()
+        self._woken = False
+        self._handshakes: list[tuple[float, int, TcpConnection]] = []  # heap of deadlines
+        self._timers: list[float] = []  # heap of other wake-up times
+        self._resting: dict[socket.socket, float] = {}
+        self._seq = 0
+        self._tid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- other threads --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="nvmet-tcp", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping = True
+        self._wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def in_loop(self) -> bool:
+        return threading.get_ident() == self._tid
+
+    def poke(self, conn: TcpConnection) -> None:
+        """``conn`` has output or was aborted: the loop takes care of it."""
+        if self.in_loop():
+            self.dirty.add(conn)
+            return
+        with self._lock:
+            self._poked.add(conn)
+            woken, self._woken = self._woken, True
+        if not woken:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed
+            pass
+
+    def register_listener(self, sock: socket.socket, port: Port) -> None:
+        self.selector.register(sock, selectors.EVENT_READ, port)
+        self._wake()
+
+    def unregister_listener(self, sock: socket.socket) -> None:
+        self._resting.pop(sock, None)
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    # -- loop thread ----------------------------------------------------------------
+
+    def add(self, conn: TcpConnection) -> None:
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._seq += 1
+        heapq.heappush(self._handshakes, (conn.deadline, self._seq, conn))
+
+    def forget(self, conn: TcpConnection) -> None:
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        self.dirty.discard(conn)
+
+    def want_write(self, conn: TcpConnection, on: bool) -> None:
+        self._modify(conn, conn._reading, on)
+
+    def want_read(self, conn: TcpConnection, on: bool) -> None:
+        self._modify(conn, on, bool(conn._pending))
+
+    def _modify(self, conn: TcpConnection, read: bool, write: bool) -> None:
+        mask = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
+        try:
+            if mask:
+                self.selector.modify(conn.sock, mask, conn)
+            else:
+                self.selector.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            if mask and not conn.closed:
+                try:
+                    self.selector.register(conn.sock, mask, conn)
+                except (KeyError, ValueError, OSError):
+                    pass
+
+    def timer(self, when: float) -> None:
+        heapq.heappush(self._timers, when)
+
+    def rest(self, listener: socket.socket) -> None:
+        """Stop accepting on ``listener`` for a moment (limits, EMFILE)."""
+        if listener in self._resting:
+            return
+        try:
+            self.selector.unregister(listener)
+        except (KeyError, ValueError):
+            return
+        until = time.monotonic() + _ACCEPT_REST
+        self._resting[listener] = until
+        self.timer(until)
+
+    def oldest_handshake(self, port: Port | None) -> TcpConnection | None:
+        for _, _, conn in sorted(self._handshakes):
+            if conn.deadline is not None and not conn.closed and (port is None or conn.port is port):
+                return conn
+        return None
+
+    def _run(self) -> None:
+        self._tid = threading.get_ident()
+        select = self.selector.select
+        while not self._stopping:
+            timeout = self._next_timeout()
+            try:
+                ready = select(timeout)
+            except InterruptedError:  # pragma: no cover
+                continue
+            for key, mask in ready:
+                data = key.data
+                try:
+                    if type(data) is TcpConnection:
+                        if mask & selectors.EVENT_WRITE and not data.closed:
+                            data._writable()
+                        if mask & selectors.EVENT_READ and not data.closed:
+                            data._readable()
+                    elif data is None:
+                        self._woken_up()
+                    else:
+                        self.target._accept(key.fileobj, data)
+                except Exception:  # a bug must not take the target down
+                    log.exception("NVMe/TCP event loop: %r failed", data)
+                    if type(data) is TcpConnection:
+                        data._close()
+            self._flush_dirty()
+            self._check_timers()
+        self._shutdown()
+
+    def _woken_up(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
+        with self._lock:
+            poked, self._poked = self._poked, set()
+            self._woken = False
+        self.dirty |= poked
+
+    def _flush_dirty(self) -> None:
+        while self.dirty:
+            conn = self.dirty.pop()
+            if conn.closed:
+                continue
+            conn._flush()
+            if conn._dead:
+                conn._close()
+            elif conn.stream.state is StreamState.ERROR and conn._linger_until is None:
+                conn._release_queue()  # we terminated it (TcpConnection.terminate)
+                conn._begin_linger()
+            elif conn._close_after_flush and conn._linger_until is None:
+                conn._close_when_sent()
+
+    def _next_timeout(self) -> float:
+        nearest = time.monotonic() + _IDLE_TICK
+        handshakes = self._handshakes
+        while handshakes and (handshakes[0][2].deadline is None or handshakes[0][2].closed):
+            heapq.heappop(handshakes)
+        if handshakes:
+            nearest = min(nearest, handshakes[0][0])
+        if self._timers:
+            nearest = min(nearest, self._timers[0])
+        return max(0.0, nearest - time.monotonic())
+
+    def _check_timers(self) -> None:
+        now = time.monotonic()
+        handshakes = self._handshakes
+        while handshakes and (handshakes[0][0] <= now or handshakes[0][2].deadline is None
+                              or handshakes[0][2].closed):
+            _, _, conn = heapq.heappop(handshakes)
+            if conn.deadline is not None and not conn.closed:
+                conn._expired(now)
+        if self._timers and self._timers[0] <= now:
+            while self._timers and self._timers[0] <= now:
+                heapq.heappop(self._timers)
+            for conn in [c for c in self.target.connections if c._linger_until is not None]:
+                conn._expired(now)
+            for listener, until in list(self._resting.items()):
+                if until <= now:
+                    del self._resting[listener]
+                    port = self.target._listeners.get(listener)
+                    if port is not None:
+                        try:
+                            self.selector.register(listener, selectors.EVENT_READ, port)
+                        except (KeyError, ValueError, OSError):
+                            pass
+
+    def _shutdown(self) -> None:
+        for conn in self.target.connections:
+            conn._dead = True
+            conn._close()
+        for sock in (self._wake_r, self._wake_w):
+            try:
+                self.selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self.selector.close()

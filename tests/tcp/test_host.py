@@ -586,7 +586,7 @@ def test_term_req_from_the_controller(live):
     ctrl = live.connect(io_queues=1)
     tctrl = live.target_ctrl(ctrl)
     conn = live.connections_of(tctrl, {1})[0]
-    conn._sendall(conn.stream.terminate(FatalErrorStatus.PDU_SEQUENCE_ERROR))
+    conn.terminate(FatalErrorStatus.PDU_SEQUENCE_ERROR)
     assert wait_for(lambda: ctrl.transport.associations == 2 and ctrl.state == CtrlState.LIVE)
     data = pattern(4096, 3)
     assert write_read(ctrl, 0, data) == data
@@ -597,7 +597,7 @@ def test_bad_pdu_from_the_controller(live):
     ctrl = live.connect(io_queues=1)
     tctrl = live.target_ctrl(ctrl)
     conn = live.connections_of(tctrl, {1})[0]
-    conn._sendall([bytes([0x7E, 0, 24, 0, 24, 0, 0, 0]) + bytes(16)])  # unknown PDU type
+    conn._send([bytes([0x7E, 0, 24, 0, 24, 0, 0, 0]) + bytes(16)])  # unknown PDU type
     assert wait_for(lambda: ctrl.transport.associations == 2 and ctrl.state == CtrlState.LIVE)
     assert ctrl.transport.connections_lost >= 1
     data = pattern(4096, 4)
