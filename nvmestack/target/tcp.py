@@ -108,6 +108,7 @@ _LINGER = 2.0  # seconds a terminated connection waits for the host to close
 _BACKLOG = 4 << 20  # output bytes a connection may have queued before we stop reading its commands
 _ACCEPT_REST = 0.1  # seconds a listener rests at the connection limit or without file descriptors
 _IDLE_TICK = 1.0  # the event loop wakes at least this often
+_LISTEN_BACKLOG = 1024  # connections the kernel holds for accept (capped by net.core.somaxconn)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 """Seconds a new connection has to send its ICReq and Connect."""
 FAST_PATH = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
@@ -726,7 +727,7 @@ class TcpTarget(FabricsTarget):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((addr, port))
-            sock.listen(128)
+            sock.listen(_LISTEN_BACKLOG)
             sock.setblocking(False)
         except OSError:
             sock.close()
@@ -799,9 +800,6 @@ class TcpTarget(FabricsTarget):
         connection still in its handshake makes room; with none, the
         listener rests a moment instead of spinning."""
         for _ in range(64):
-            if self._port_connections.get(id(port), 0) >= self.max_connections and not self._evict(port):
-                self._loop.rest(listener)
-                return
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -817,6 +815,11 @@ class TcpTarget(FabricsTarget):
                         return
                     continue
                 return
+            if self._port_connections.get(id(port), 0) >= self.max_connections and not self._evict(port):
+                log.info("NVMe/TCP connection from %s refused: port %s holds %d connections", peer, port.portid,
+                         self.max_connections)
+                sock.close()
+                continue
             sock.setblocking(False)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
