@@ -101,25 +101,29 @@ from ..spec.admin import (
     SetFeatures,
 )
 from ..spec.features import FeatureId
+from ..spec.fabrics import DISCOVERY_NQN
 from ..spec.identify import (
     IDENTIFY_DATA_SIZE,
     NS_LIST_MAX,
+    ControllerType,
     IdentifyController,
     IdentifyControllerNvm,
     IdentifyNamespace,
     NamespaceList,
     NidType,
+    Oaes,
     iter_ns_id_descriptors,
 )
 from ..spec.log import (
     ChangedNamespaceList,
     CommandsSupportedAndEffects,
+    CriticalWarning,
     Effects,
     LogPageId,
     SmartLog,
 )
 from ..spec.opcodes import AdminOpcode, NvmOpcode
-from ..spec.registers import Reg, mps_for_page_size
+from ..spec.registers import Cap, Reg, mps_for_page_size
 from ..spec.status import PathStatus, Status
 from .queue import CqEntry, HostQueue
 from .request import ControllerDeadError, HostRequest, NvmeHostError, NvmeStatusError
@@ -156,8 +160,14 @@ _CSTS_NSSRO = 1 << 4
 _CC_EN = 1
 _CSE_MASK = 0x7 << 16
 _CSER_MASK = 0x3 << 14
-_AEC_SMART_WARNINGS = 0xFF  # every critical warning the controller supports
-_AEN_NOTICES = (1 << 8) | (1 << 9)  # namespace attribute, firmware activation (OAES bits 8, 9)
+#: The notices this driver handles, enabled when OAES names them (Linux's
+#: NVME_AEN_SUPPORTED): namespace attribute, firmware activation, ANA
+#: change, discovery log change.
+_AEN_NOTICES = Oaes.NS_ATTR | Oaes.FW_ACTIVATION | Oaes.ANA_CHANGE | Oaes.DISCOVERY_LOG_CHANGE
+#: The SMART / Health critical warnings every NVMe version defines (1.0 on);
+#: bit 5 (Persistent Memory Region) came with 1.4, bits 7:6 are reserved.
+_AEC_SMART_WARNINGS = (CriticalWarning.SPARE | CriticalWarning.TEMPERATURE | CriticalWarning.RELIABILITY
+                       | CriticalWarning.READ_ONLY | CriticalWarning.VOLATILE_BACKUP)
 _instances = itertools.count()
 
 
@@ -359,6 +369,9 @@ class NvmeController:
         self.kato = 0.0
         self.crdt = (0, 0, 0)
         self.queues_granted = 0
+        self.aec = 0  # the Asynchronous Event Configuration in effect
+        self._aec_smart_refused = False
+        self._aec_warned = False
 
         # Queues.
         self.admin_queue: HostQueue | None = None
@@ -637,16 +650,52 @@ class NvmeController:
         self._default_queues = [q for q in queues[:default]]
         self._poll_queues = [q for q in queues[default:]]
 
-    def _configure_aen(self) -> None:
+    def _smart_warnings(self) -> int:
+        """The SMART / Health critical warnings the controller defines, as
+        Asynchronous Event Configuration bits: none for a discovery
+        controller (it has no SMART / Health log), bits 4:0 otherwise, and
+        bit 5 from NVMe 1.4 on when the controller has a Persistent Memory
+        Region (CAP.PMRS)."""
         idc = self.identify
-        value = idc.oaes & _AEN_NOTICES
-        if self.smart_events:
-            value |= _AEC_SMART_WARNINGS
+        if idc.cntrltype == ControllerType.DISCOVERY or idc.subnqn == DISCOVERY_NQN:
+            return 0
+        warnings = int(_AEC_SMART_WARNINGS)
+        if self.vs >= 0x10400 and Cap.from_bytes(self.cap.to_bytes(8, "little")).pmrs:
+            warnings |= CriticalWarning.PMR_READ_ONLY
+        return warnings
+
+    def _configure_aen(self) -> None:
+        """Asynchronous Event Configuration (Linux's nvme_enable_aen): the
+        notices OAES names among those this driver handles and, with
+        ``smart_events``, the SMART / Health critical warnings the
+        controller defines -- never a bit it does not report (Linux nvmet
+        refuses the whole value for one).  A controller that still refuses
+        the warnings gets the notices alone (remembered for the next
+        bring-up); a refusal of those is a warning once per controller.
+        ``aec`` is the value in effect."""
+        idc = self.identify
+        notices = idc.oaes & _AEN_NOTICES
+        smart = self._smart_warnings() if self.smart_events and not self._aec_smart_refused else 0
+        self.aec = 0
+        value = notices | smart
         if not value:
             return
         status, _ = self._set_features(FeatureId.ASYNC_EVENT, value)
-        if not status.ok:
+        if not status.ok and smart:
+            log.info("%s: the controller refused SMART / health events (%#x: %s); enabling %#x", self.name,
+                     value, status, notices)
+            self._aec_smart_refused = True
+            value = notices
+            if not value:
+                return
+            status, _ = self._set_features(FeatureId.ASYNC_EVENT, value)
+        if status.ok:
+            self.aec = value
+        elif not self._aec_warned:
+            self._aec_warned = True
             log.warning("%s: failed to configure asynchronous events (%#x): %s", self.name, value, status)
+        else:
+            log.debug("%s: failed to configure asynchronous events (%#x): %s", self.name, value, status)
 
     @property
     def io_queue_count(self) -> int:
