@@ -398,7 +398,8 @@ class NvmeController:
         self.stats = {"timeouts": 0, "polled_after_timeout": 0, "aborts": 0, "resets": 0, "retries": 0,
                       "requeued": 0, "spurious": 0, "completed": 0, "failed": 0}
 
-        # Threads: the watchdog, the reset worker and the event worker.
+        # Threads: the watchdog, the reset worker, the event worker and the
+        # health check.
         self._stop = threading.Event()
         self._reset_wq = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-reset")
         self._wq = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-wq")
@@ -415,12 +416,13 @@ class NvmeController:
         self._last_keep_alive = time.monotonic()
         self._keep_alive_req: HostRequest | None = None
         self._keep_alive_tag = False  # a reserved admin tag for Keep Alive
-        tick = min(self.admin_timeout, self.io_timeout) / 10
-        self.watchdog_interval = watchdog_interval or max(0.01, min(0.5, tick))
-        self._watchdog = threading.Thread(target=self._watchdog_loop, name=f"{self.name}-watchdog", daemon=True)
         self._closed = False
 
-        transport.attach(self)
+        transport.attach(self)  # a Fabrics transport sets kato
+        # Fine enough for the shortest deadline it watches (Keep Alive's is KATO / 2).
+        tick = min([self.admin_timeout, self.io_timeout] + ([self.kato] if self.kato else [])) / 10
+        self.watchdog_interval = watchdog_interval or max(0.01, min(0.5, tick))
+        self._watchdog = threading.Thread(target=self._watchdog_loop, name=f"{self.name}-watchdog", daemon=True)
         self._watchdog.start()
         if connect:
             try:
