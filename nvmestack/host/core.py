@@ -35,8 +35,16 @@ given); the watchdog thread handles an expired one as Linux's nvme_timeout
 does: a controller with CSTS.CFS is reset; otherwise the queue is polled for
 a completion the interrupt missed; then an I/O command gets an Abort (at
 most ACL + 1 outstanding), and a command that times out again, or any
-admin command, resets the controller.  The watchdog also resets the
-controller as soon as it sees CSTS.CFS.
+admin command, resets the controller (and a Fabrics transport tears its
+connections down first, as Linux's error recovery: the path may be
+silent).  The watchdog also sends Keep Alive every KATO / 2 when the
+transport needs it (one at a time, on a reserved tag, with a deadline of
+KATO / 2: a silent path is noticed within KATO) and starts the health
+check, which reads CSTS on a thread of its own and resets the controller
+as soon as it sees CSTS.CFS or all ones.  Nothing the watchdog does waits
+for the controller (over Fabrics a register read is a Property Get that a
+silent path makes wait), so keep alive, timeouts and the health check
+never wait on each other.
 
 Reset (``nvme_reset_work``): the controller is disabled (CC.EN = 0), the
 completions already posted are reaped, every request still in flight is
@@ -93,25 +101,29 @@ from ..spec.admin import (
     SetFeatures,
 )
 from ..spec.features import FeatureId
+from ..spec.fabrics import DISCOVERY_NQN
 from ..spec.identify import (
     IDENTIFY_DATA_SIZE,
     NS_LIST_MAX,
+    ControllerType,
     IdentifyController,
     IdentifyControllerNvm,
     IdentifyNamespace,
     NamespaceList,
     NidType,
+    Oaes,
     iter_ns_id_descriptors,
 )
 from ..spec.log import (
     ChangedNamespaceList,
     CommandsSupportedAndEffects,
+    CriticalWarning,
     Effects,
     LogPageId,
     SmartLog,
 )
 from ..spec.opcodes import AdminOpcode, NvmOpcode
-from ..spec.registers import Reg, mps_for_page_size
+from ..spec.registers import Cap, Reg, mps_for_page_size
 from ..spec.status import PathStatus, Status
 from .queue import CqEntry, HostQueue
 from .request import ControllerDeadError, HostRequest, NvmeHostError, NvmeStatusError
@@ -148,8 +160,14 @@ _CSTS_NSSRO = 1 << 4
 _CC_EN = 1
 _CSE_MASK = 0x7 << 16
 _CSER_MASK = 0x3 << 14
-_AEC_SMART_WARNINGS = 0xFF  # every critical warning the controller supports
-_AEN_NOTICES = (1 << 8) | (1 << 9)  # namespace attribute, firmware activation (OAES bits 8, 9)
+#: The notices this driver handles, enabled when OAES names them (Linux's
+#: NVME_AEN_SUPPORTED): namespace attribute, firmware activation, ANA
+#: change, discovery log change.
+_AEN_NOTICES = Oaes.NS_ATTR | Oaes.FW_ACTIVATION | Oaes.ANA_CHANGE | Oaes.DISCOVERY_LOG_CHANGE
+#: The SMART / Health critical warnings every NVMe version defines (1.0 on);
+#: bit 5 (Persistent Memory Region) came with 1.4, bits 7:6 are reserved.
+_AEC_SMART_WARNINGS = (CriticalWarning.SPARE | CriticalWarning.TEMPERATURE | CriticalWarning.RELIABILITY
+                       | CriticalWarning.READ_ONLY | CriticalWarning.VOLATILE_BACKUP)
 _instances = itertools.count()
 
 
@@ -351,6 +369,9 @@ class NvmeController:
         self.kato = 0.0
         self.crdt = (0, 0, 0)
         self.queues_granted = 0
+        self.aec = 0  # the Asynchronous Event Configuration in effect
+        self._aec_smart_refused = False
+        self._aec_warned = False
 
         # Queues.
         self.admin_queue: HostQueue | None = None
@@ -377,18 +398,31 @@ class NvmeController:
         self.stats = {"timeouts": 0, "polled_after_timeout": 0, "aborts": 0, "resets": 0, "retries": 0,
                       "requeued": 0, "spurious": 0, "completed": 0, "failed": 0}
 
-        # Threads: the watchdog, the reset worker and the event worker.
+        # Threads: the watchdog, the reset worker, the event worker and the
+        # health check.
         self._stop = threading.Event()
         self._reset_wq = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-reset")
         self._wq = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-wq")
         self._reset_future: concurrent.futures.Future | None = None
+        # The health check reads CSTS on a thread of its own (over Fabrics
+        # a Property Get, which a silent path makes wait): the watchdog never
+        # waits for it.
+        self._health_wq = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-health")
+        self._health_busy = False
+        self._last_csts = 0  # the health check's latest reading of this association
+        #: Times the controller went LIVE: a reading or a decision taken in
+        #: an earlier association does not apply to the current one.
+        self.generation = 0
         self._last_keep_alive = time.monotonic()
-        tick = min(self.admin_timeout, self.io_timeout) / 10
-        self.watchdog_interval = watchdog_interval or max(0.01, min(0.5, tick))
-        self._watchdog = threading.Thread(target=self._watchdog_loop, name=f"{self.name}-watchdog", daemon=True)
+        self._keep_alive_req: HostRequest | None = None
+        self._keep_alive_tag = False  # a reserved admin tag for Keep Alive
         self._closed = False
 
-        transport.attach(self)
+        transport.attach(self)  # a Fabrics transport sets kato
+        # Fine enough for the shortest deadline it watches (Keep Alive's is KATO / 2).
+        tick = min([self.admin_timeout, self.io_timeout] + ([self.kato] if self.kato else [])) / 10
+        self.watchdog_interval = watchdog_interval or max(0.01, min(0.5, tick))
+        self._watchdog = threading.Thread(target=self._watchdog_loop, name=f"{self.name}-watchdog", daemon=True)
         self._watchdog.start()
         if connect:
             try:
@@ -405,14 +439,21 @@ class NvmeController:
     def state(self) -> CtrlState:
         return self._state
 
-    def change_state(self, new: CtrlState) -> bool:
-        """Move to ``new`` if Linux allows it from the current state; False
-        (and nothing changes) otherwise."""
+    def change_state(self, new: CtrlState, *, generation: int | None = None) -> bool:
+        """Move to ``new`` if Linux allows it from the current state (and,
+        with ``generation``, only while the controller is still in that
+        association); False (and nothing changes) otherwise."""
         with self._lock:
             old = self._state
             if old not in ALLOWED_TRANSITIONS.get(new, ()):
                 return False
+            if generation is not None and generation != self.generation:
+                return False
             self._state = new
+            if new == CtrlState.LIVE:
+                self.generation += 1
+                self._last_csts = 0
+                self._last_keep_alive = time.monotonic()
             self.state_history.append((old, new))
             self._state_cv.notify_all()
         log.debug("%s: %s -> %s", self.name, old.value, new.value)
@@ -501,7 +542,11 @@ class NvmeController:
             transport.reg_write32(Reg.CSTS, _CSTS_NSSRO)
         mqes = (cap & 0xFFFF) + 1
         entries = min(ADMIN_QUEUE_ENTRIES, mqes)
-        reserved = min(self.aen_commands, entries - 2)
+        aer_tags = min(self.aen_commands, entries - 2)
+        # Keep Alive gets a reserved tag of its own, as Linux's, so that it
+        # never waits behind other admin commands for one.
+        self._keep_alive_tag = bool(getattr(transport, "needs_keep_alive", False)) and aer_tags < entries - 2
+        reserved = aer_tags + self._keep_alive_tag
         self.admin_queue = self._setup_queue(transport.setup_admin_queue(entries, reserved))
         cc = (mps << 7) | (0 << 4) | (0 << 11) | (6 << 16) | (4 << 20)  # CSS NVM, AMS RR, IOSQES 6, IOCQES 4
         transport.reg_write32(Reg.CC, cc)
@@ -516,7 +561,7 @@ class NvmeController:
         self._read_effects()
         self._setup_io_queues()
         self._configure_aen()
-        for _ in range(min(self.aen_commands, idc.aerl + 1, reserved)):
+        for _ in range(min(self.aen_commands, idc.aerl + 1, aer_tags)):
             self._submit_aer()
 
     def _setup_queue(self, queue: HostQueue) -> HostQueue:
@@ -607,16 +652,52 @@ class NvmeController:
         self._default_queues = [q for q in queues[:default]]
         self._poll_queues = [q for q in queues[default:]]
 
-    def _configure_aen(self) -> None:
+    def _smart_warnings(self) -> int:
+        """The SMART / Health critical warnings the controller defines, as
+        Asynchronous Event Configuration bits: none for a discovery
+        controller (it has no SMART / Health log), bits 4:0 otherwise, and
+        bit 5 from NVMe 1.4 on when the controller has a Persistent Memory
+        Region (CAP.PMRS)."""
         idc = self.identify
-        value = idc.oaes & _AEN_NOTICES
-        if self.smart_events:
-            value |= _AEC_SMART_WARNINGS
+        if idc.cntrltype == ControllerType.DISCOVERY or idc.subnqn == DISCOVERY_NQN:
+            return 0
+        warnings = int(_AEC_SMART_WARNINGS)
+        if self.vs >= 0x10400 and Cap.from_bytes(self.cap.to_bytes(8, "little")).pmrs:
+            warnings |= CriticalWarning.PMR_READ_ONLY
+        return warnings
+
+    def _configure_aen(self) -> None:
+        """Asynchronous Event Configuration (Linux's nvme_enable_aen): the
+        notices OAES names among those this driver handles and, with
+        ``smart_events``, the SMART / Health critical warnings the
+        controller defines -- never a bit it does not report (Linux nvmet
+        refuses the whole value for one).  A controller that still refuses
+        the warnings gets the notices alone (remembered for the next
+        bring-up); a refusal of those is a warning once per controller.
+        ``aec`` is the value in effect."""
+        idc = self.identify
+        notices = idc.oaes & _AEN_NOTICES
+        smart = self._smart_warnings() if self.smart_events and not self._aec_smart_refused else 0
+        self.aec = 0
+        value = notices | smart
         if not value:
             return
         status, _ = self._set_features(FeatureId.ASYNC_EVENT, value)
-        if not status.ok:
+        if not status.ok and smart:
+            log.info("%s: the controller refused SMART / health events (%#x: %s); enabling %#x", self.name,
+                     value, status, notices)
+            self._aec_smart_refused = True
+            value = notices
+            if not value:
+                return
+            status, _ = self._set_features(FeatureId.ASYNC_EVENT, value)
+        if status.ok:
+            self.aec = value
+        elif not self._aec_warned:
+            self._aec_warned = True
             log.warning("%s: failed to configure asynchronous events (%#x): %s", self.name, value, status)
+        else:
+            log.debug("%s: failed to configure asynchronous events (%#x): %s", self.name, value, status)
 
     @property
     def io_queue_count(self) -> int:
@@ -1264,16 +1345,18 @@ class NvmeController:
                 log.exception("%s: watchdog", self.name)
 
     def _watchdog_tick(self) -> None:
+        """One look of the watchdog: start a health check, handle the
+        requests past their deadline, send Keep Alive.  None of the three
+        waits for the controller -- the health check runs on its own thread,
+        expired requests are judged on what is known, Keep Alive is sent and
+        not awaited (its own deadline catches a silent path) -- so none of
+        them waits on another."""
         state = self._state
         if state in (CtrlState.NEW, CtrlState.DEAD, CtrlState.DELETING_NOIO):
             return
         transport = self.transport
         if state == CtrlState.LIVE:
-            csts = transport.reg_read32(Reg.CSTS)
-            if csts == 0xFFFFFFFF or csts & _CSTS_CFS:
-                log.error("%s: controller fatal status (CSTS %#x): resetting", self.name, csts)
-                self._schedule_reset("controller fatal status")
-                return
+            self._start_health_check()
         for queue in self._all_queues():
             if queue.polled:
                 transport.poll(queue)
@@ -1282,19 +1365,87 @@ class NvmeController:
             for req in queue.snapshot():
                 if req.deadline and now >= req.deadline:
                     self._timeout(req, queue)
-        if self.kato and state == CtrlState.LIVE and time.monotonic() - self._last_keep_alive >= self.kato / 2:
-            self._last_keep_alive = time.monotonic()
-            ka = self._new_request(KeepAlive(), None, None, 0, None, None)
+        self._send_keep_alive()
+
+    def _start_health_check(self) -> None:
+        """Start a health check unless one is still under way."""
+        with self._lock:
+            if self._health_busy or self._closed:
+                return
+            self._health_busy = True
+            generation = self.generation
+        try:
+            self._health_wq.submit(self._health_check, generation)
+        except RuntimeError:  # shutting down
+            self._health_busy = False
+
+    def _health_check(self, generation: int) -> None:
+        """Read CSTS and reset a controller that reports a fatal status or
+        reads all ones (gone).  Over Fabrics the read is a Property Get that
+        a silent path makes wait up to the command timeout: it waits here,
+        alone; a reading from an association that ended meanwhile is
+        dropped."""
+        try:
+            csts = self.transport.reg_read32(Reg.CSTS)
+        except Exception as exc:  # a transport failure is the recovery's business, not ours
+            log.debug("%s: health check: %s", self.name, exc)
+            return
+        finally:
+            self._health_busy = False
+        with self._lock:
+            if generation != self.generation or self._state != CtrlState.LIVE:
+                return
+            self._last_csts = csts
+        if csts == 0xFFFFFFFF or csts & _CSTS_CFS:
+            if self._schedule_reset("controller fatal status", generation=generation):
+                log.error("%s: controller fatal status (CSTS %#x): resetting", self.name, csts)
+
+    def _csts_now(self) -> int:
+        """CSTS as the watchdog may read it: the register itself where a
+        read answers at once (PCIe, as Linux's nvme_timeout reads it), the
+        health check's latest reading where a read is a round trip through
+        the admin queue (Fabrics, whose timeout handlers read no register)."""
+        if getattr(self.transport, "fabrics", False):
+            return self._last_csts
+        return self.transport.reg_read32(Reg.CSTS)
+
+    def _send_keep_alive(self) -> None:
+        """Keep Alive every KATO / 2 (Linux's nvme_keep_alive_work), one at
+        a time, on a reserved tag, and not waited for: it times out KATO / 2
+        after it went out, like any request, and its timeout resets the
+        controller -- so a path that went silent is noticed at most KATO
+        after the last answer."""
+        if not self.kato:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if (self._state != CtrlState.LIVE or self._closed or self._keep_alive_req is not None
+                    or now - self._last_keep_alive < self.kato / 2):
+                return
+            self._last_keep_alive = now
+            ka = self._new_request(KeepAlive(), None, None, 0, self.kato / 2, None)
             ka.noretry = True
-            self._dispatch([ka])
+            ka.reserved = self._keep_alive_tag
+            self._keep_alive_req = ka
+        ka.add_done_callback(self._keep_alive_done)
+        self._dispatch([ka])
+
+    def _keep_alive_done(self, req: HostRequest) -> None:
+        with self._lock:
+            if self._keep_alive_req is req:
+                self._keep_alive_req = None
+        status = req.status
+        if req.error is None and status is not None and not status.ok and status.code != PathStatus.ABORTED_BY_HOST:
+            log.error("%s: Keep Alive failed: %s", self.name, status)
 
     def _timeout(self, req: HostRequest, queue: HostQueue) -> None:
-        """An expired request (Linux's nvme_timeout)."""
+        """An expired request (Linux's nvme_timeout).  Never waits for the
+        controller: it runs in the watchdog."""
         if not queue.owns(req):
             return
         self.stats["timeouts"] += 1
         state = self._state
-        csts = self.transport.reg_read32(Reg.CSTS)
+        csts = self._csts_now()
         if state in _TERMINAL:
             if queue.release(req):
                 self._fail(req, ControllerDeadError(self._dead_message()))
@@ -1325,7 +1476,12 @@ class NvmeController:
             log.warning("%s: %s (qid %d, cid %#x) timeout, reset controller", self.name, req.opcode_name,
                         queue.qid, req.cid)
             req.deadline = now + req.timeout  # the reset takes it from here
-            self._schedule_reset(f"{req.opcode_name} timed out")
+            reason = f"{req.opcode_name} timed out"
+            if self._schedule_reset(reason):
+                # The controller does not answer: a transport that reaches
+                # it only through these queues stops counting on them, so
+                # the reset does not wait on a silent path.
+                self.transport.error_recovery(reason)
             return
         if self._aborts_outstanding >= self.abort_limit:
             req.deadline = now + req.timeout
@@ -1351,13 +1507,17 @@ class NvmeController:
         with self._lock:
             self._aborts_outstanding = max(0, self._aborts_outstanding - 1)
         abort.context.pop("aborting", None)
-        if abort.error is None:
-            log.info("%s: Abort of cid %#x: %s, %s", self.name, abort.cmd.abort_cid, abort.status,
+        if abort.error is None and abort.status is not None and abort.status.ok:
+            log.info("%s: Abort of cid %#x: %s", self.name, abort.cmd.abort_cid,
                      "aborted" if not abort.result & 1 else "not aborted")
+        elif abort.error is None:
+            log.info("%s: Abort of cid %#x: %s", self.name, abort.cmd.abort_cid, abort.status)
 
-    def _schedule_reset(self, reason: str) -> bool:
-        """Start a reset in the background (LIVE or NEW -> RESETTING)."""
-        if not self.change_state(CtrlState.RESETTING):
+    def _schedule_reset(self, reason: str, *, generation: int | None = None) -> bool:
+        """Start a reset in the background (LIVE or NEW -> RESETTING; with
+        ``generation``, only if the controller is still in that
+        association)."""
+        if not self.change_state(CtrlState.RESETTING, generation=generation):
             return False
         self.stats["resets"] += 1
         log.warning("%s: resetting the controller: %s", self.name, reason)
@@ -1533,6 +1693,7 @@ class NvmeController:
             self._watchdog.join(timeout=5)
         self._wq.shutdown(wait=False, cancel_futures=True)
         self._reset_wq.shutdown(wait=False, cancel_futures=True)
+        self._health_wq.shutdown(wait=False, cancel_futures=True)
         self._fail_pending()
         try:
             self.transport.close()

@@ -36,7 +36,10 @@ are the core's; the transport only carries things.
   NVME_DEFAULT_KATO; 0 for a discovery controller, as Linux).
 * A lost connection (EOF, socket error, a protocol error, a C2HTermReq, a
   timed out transport command) starts the core's error recovery, as
-  Linux's nvme_tcp_error_recovery: every queue is torn down, the requests in
+  Linux's nvme_tcp_error_recovery, and so does a command whose timeout
+  makes the core reset the controller (a Keep Alive or admin command, an
+  I/O command after its Abort: the path may be silent, so nothing waits on
+  it -- ``error_recovery``): every queue is torn down, the requests in
   flight are requeued, and after ``reconnect_delay`` seconds (10 by
   default, NVMF_DEF_RECONNECT_DELAY) the whole association is connected
   again (a new controller).  A failed attempt is retried every
@@ -751,6 +754,7 @@ class TcpTransport(Transport):
 
     name = "tcp"
     needs_keep_alive = True
+    fabrics = True
     max_transfer_size = 8 << 20
     max_segments = 256
     page_size = 4096
@@ -1090,6 +1094,25 @@ class TcpTransport(Transport):
                 queue.waiting.clear()
             for req in waiting:
                 ctrl._fail(req, TransportError(f"queue {queue.qid}: connection lost ({reason})"))
+
+    def error_recovery(self, reason: str) -> None:
+        """A command timed out (Linux's nvme_tcp_timeout ->
+        nvme_tcp_error_recovery): the path may be silent, so every
+        connection of the association is torn down now -- the reset then
+        reads all ones instead of waiting on Property Gets, and the
+        transport's own commands waiting on the old connections fail at
+        once.  The first reconnection waits the reconnect delay, as after a
+        lost connection."""
+        with self._lock:
+            queues = list(self.queues.values())
+            self._recovering = True
+            for queue in queues:
+                queue._lost = True  # the core is resetting already: no second recovery
+        if queues:
+            log.warning("%s:%d: error recovery: %s: closing the association's connections", self.addr,
+                        self.port, reason)
+        for queue in queues:
+            queue._break(f"error recovery ({reason})")
 
     # ------------------------------------------------------------------
     # data path

@@ -22,6 +22,7 @@ What the core calls, in the order of a controller's life::
     disable(shutdown, timeout)        CC.SHN or CC.EN = 0, waiting as the spec says
     remove_queues()                   forget every queue (after a disable)
     reconnect_after(error)            a reset's bring-up failed: retry after this many s (None: give up)
+    error_recovery(reason)            a command timed out and the core resets: stop counting on the path
     close()
 
 Completions reach the core through ``queue.on_complete(req, entry)``
@@ -56,6 +57,13 @@ class Transport(abc.ABC):
     name = "?"
     #: Keep Alive commands are needed (Fabrics); PCIe does not need them.
     needs_keep_alive = False
+    #: Registers are properties reached by commands on the admin queue
+    #: (Fabrics Property Get/Set, Linux's NVME_F_FABRICS): a read is a round
+    #: trip that a silent path makes wait as long as the command timeout, so
+    #: the core's watchdog never reads one itself.  PCIe: False (a register
+    #: read is a memory read that answers at once, all ones when the device
+    #: is gone).
+    fabrics = False
     #: The largest transfer the transport maps for one command, in bytes.
     max_transfer_size = 8 << 20
     #: The most data segments one command should carry.
@@ -146,6 +154,16 @@ class Transport(abc.ABC):
         PCIe gives up; a Fabrics transport retries every reconnect delay
         until its controller loss timeout (Linux's nvmf_should_reconnect)."""
         return None
+
+    def error_recovery(self, reason: str) -> None:
+        """A command timed out and the core resets the controller.  A
+        transport whose registers are reached through the queues (Fabrics)
+        cannot count on its connections any more (Linux's nvme_tcp_timeout
+        starts error recovery): it tears them down now, so that the reset
+        and every command waiting on them end at once instead of waiting
+        for answers a silent path never brings.  PCIe: nothing (its
+        registers still answer, and the reset disables the controller
+        through them)."""
 
     def alloc(self, size: int) -> Any:
         """A buffer the transport maps without a copy (PCIe: DMA memory)."""

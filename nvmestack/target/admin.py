@@ -143,7 +143,9 @@ def identify_controller(ctrl: "Controller") -> IdentifyController:
     idc.mdts = ctrl.mdts
     idc.cntlid = ctrl.cntlid
     idc.ver = ctrl.regs.vs.value
-    idc.oaes = Oaes.NS_ATTR | Oaes.FW_ACTIVATION | (Oaes.DISCOVERY_LOG_CHANGE if sub.discovery else 0)
+    # The notices this controller reports: a discovery controller has no
+    # namespaces or firmware, only its log page changes (as Linux nvmet's).
+    idc.oaes = Oaes.DISCOVERY_LOG_CHANGE if sub.discovery else Oaes.NS_ATTR | Oaes.FW_ACTIVATION
     idc.ctratt = Ctratt.HOST_ID_128  # 128-bit Host Identifier (EXHID)
     idc.cntrltype = ControllerType.DISCOVERY if sub.discovery else ControllerType.IO
     # Optional admin commands: Format NVM, firmware, namespace management,

@@ -628,10 +628,11 @@ def _f_write_atomic(ctrl, env):
 
 
 def _f_async_event(ctrl, env):
-    # What the driver configured: the namespace and firmware notices and every
-    # SMART warning the device has.
-    _dword_feature(ctrl, FeatureId.ASYNC_EVENT, 1 << 8, default=0, current=(1 << 8) | (1 << 9) | 0x3F,
-                   saved_value=(1 << 8) | (1 << 9) | 0x3F)
+    # What the driver configured: the notices OAES names (namespace attribute,
+    # firmware activation) and the SMART warnings the device defines (bits
+    # 4:0; bit 5 only with a Persistent Memory Region, which it has not).
+    _dword_feature(ctrl, FeatureId.ASYNC_EVENT, 1 << 8, default=0, current=(1 << 8) | (1 << 9) | 0x1F,
+                   saved_value=(1 << 8) | (1 << 9) | 0x1F)
 
 
 def _f_apst(ctrl, env):

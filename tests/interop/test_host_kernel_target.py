@@ -136,6 +136,28 @@ def test_connect_identify_write_read_flush_disconnect(vm, kernel_target):
     assert ctrl.state is not CtrlState.LIVE
 
 
+def test_asynchronous_events_as_the_kernel_target_accepts(kernel_target, caplog):
+    """nvmet refuses an Asynchronous Event Configuration with any bit it
+    does not support (Invalid Field): our host enables what OAES names and
+    the SMART / Health warnings nvmet reports, which it takes, and says
+    nothing -- for the I/O controller and for the discovery controller."""
+    import logging
+
+    from nvmestack.spec.features import FeatureId
+
+    caplog.set_level(logging.INFO, logger="nvmestack.host")
+    ctrl = tcp_controller("127.0.0.1", kernel_target, NQN, io_queues=1)
+    try:
+        oaes = ctrl.identify.oaes
+        assert ctrl.aec == (oaes & ((1 << 8) | (1 << 9) | (1 << 11) | (1 << 31))) | 0x1F
+        assert ctrl.get_features(FeatureId.ASYNC_EVENT) == ctrl.aec  # what nvmet has in effect
+    finally:
+        ctrl.shutdown()
+    discover("127.0.0.1", kernel_target)
+    failed = [r.getMessage() for r in caplog.records if "asynchronous events" in r.getMessage()]
+    assert not failed, failed
+
+
 @pytest.mark.parametrize("hdr_digest,data_digest", [(True, False), (False, True), (True, True)],
                          ids=["header-digest", "data-digest", "both-digests"])
 def test_digests(vm, kernel_target, hdr_digest, data_digest):
