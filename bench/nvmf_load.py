@@ -149,9 +149,10 @@ def setup(addr: str, port: int, nqn: str, qsize: int) -> tuple[_Conn, _Conn, int
 
 def run(addr: str, port: int, nqn: str, *, rw: str = "randread", bs: int = 4096, qd: int = 32,
         seconds: float = 5.0, lba_size: int = 512, span: int = 1 << 28, nsid: int = 1,
-        latencies: bool = True) -> dict:
-    """Keep ``qd`` commands in flight for ``seconds``; returns IOPS, MB/s and
-    latency percentiles (microseconds)."""
+        latencies: bool = True, limit: int | None = None) -> dict:
+    """Keep ``qd`` commands in flight for ``seconds`` (or until ``limit``
+    commands are done); returns IOPS, MB/s and latency percentiles
+    (microseconds)."""
     admin, io, _ = setup(addr, port, nqn, max(qd + 1, 32))
     sock = io.sock
     nlb = bs // lba_size
@@ -181,10 +182,14 @@ def run(addr: str, port: int, nqn: str, *, rw: str = "randread", bs: int = 4096,
     pack_cid = struct.Struct("<H").pack_into
     pack_lba = struct.Struct("<Q").pack_into
     perf = time.perf_counter_ns
-    done = errors = 0
+    done = errors = issued_count = 0
+    limit = limit if limit is not None else 1 << 62
 
     def submit(cid: int, out: list) -> None:
-        nonlocal pos
+        nonlocal pos, issued_count
+        if issued_count >= limit:
+            return
+        issued_count += 1
         sqe = bytearray(template)
         pack_cid(sqe, 2, cid)
         if seq:
@@ -203,13 +208,14 @@ def run(addr: str, port: int, nqn: str, *, rw: str = "randread", bs: int = 4096,
     for cid in range(1, qd + 1):
         submit(cid, out)
     sock.sendmsg(out)
+    qd = min(qd, limit)
     buf = bytearray(1 << 20)
     mv = memoryview(buf)
     have = 0
     start = time.monotonic()
     stop = start + seconds
     now = start
-    while now < stop:
+    while now < stop and done < limit:
         n = sock.recv_into(mv[have:])
         if not n:
             raise LoadError("the target closed the I/O connection")

@@ -1,0 +1,371 @@
+"""The I/O path against this machine's limits, in one run (issue 11).
+
+Everything is pinned: the server side (our target, or the native tool's
+server) to CPU 0, the client side to CPU 1.  Measured:
+
+* the machine: sockperf TCP ping-pong (72-byte messages, the size of a
+  command capsule) and iperf3 one-stream throughput on loopback, and fio
+  reading the namespace's backing file directly (4 KiB random, psync, QD1
+  per job, and 128 KiB sequential): what the network and the backend allow;
+* ``nvmestack serve`` (the NVMe/TCP target) driven by a native initiator
+  (``--perf PATH`` to SPDK's spdk_nvme_perf, when you have built one) or by
+  ``bench/nvmf_load.py``, a lean Python initiator that costs less per
+  command than the target: 4 KiB random read QD32 and QD1, 4 KiB random
+  write QD32, 128 KiB sequential read QD8, each with the fast path and with
+  every command on the general path (``NVMESTACK_FAST_PATH=0``); the
+  target's CPU microseconds per command come from its own CPU time;
+* our host: ``nvmestack bench`` against the same target (4 KiB random read
+  QD32), its CPU microseconds per command from its own CPU time;
+* an emulated PCIe drive through our host (``nvmestack bench`` on a drive
+  directory), 4 KiB random read QD32.
+
+Each figure is measured ``--repeat`` times; min and median are printed.
+Prints a table; asserts nothing.  Needs Debian's sockperf, iperf3 and fio
+(``./install.sh --bench``); a missing tool's rows say so.
+
+    .venv/bin/python bench/io_path.py [--seconds 5] [--repeat 3] [--perf PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nvmf_load  # noqa: E402
+
+NQN = "nqn.2026-11.io.nvmestack:default"
+NVMESTACK = [sys.executable, "-m", "nvmestack"]
+SERVER_CPU, CLIENT_CPU = "0", "1"
+SPAN = 256 << 20  # bytes of the namespace the workloads address (written first)
+
+TARGET_WORKLOADS = (
+    ("4 KiB random read QD32", dict(rw="randread", bs=4096, qd=32)),
+    ("4 KiB random write QD32", dict(rw="randwrite", bs=4096, qd=32)),
+    ("4 KiB random read QD1", dict(rw="randread", bs=4096, qd=1)),
+    ("128 KiB sequential read QD8", dict(rw="read", bs=131072, qd=8)),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pinned(cpu: str, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd]
+
+
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    if not values:
+        return "-"
+    return f"{fmt.format(min(values))} / {fmt.format(statistics.median(values))}"
+
+
+# -- the machine -------------------------------------------------------------------------
+
+
+def sockperf(seconds: float) -> tuple[float | None, float | None]:
+    """(ping-pong p50 latency us for 72 bytes, throughput GB/s for 64 KiB messages)."""
+    if not shutil.which("sockperf"):
+        return None, None
+    port = free_port()
+    server = subprocess.Popen(pinned(SERVER_CPU, ["sockperf", "sr", "--tcp", "-i", "127.0.0.1", "-p", str(port)]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        out = subprocess.run(pinned(CLIENT_CPU, ["sockperf", "pp", "--tcp", "-i", "127.0.0.1", "-p", str(port),
+                                                 "-t", str(int(seconds)), "-m", "72"]),
+                             capture_output=True, text=True).stdout
+        p50 = re.search(r"percentile 50\.000 =\s+([\d.]+)", out)
+        out = subprocess.run(pinned(CLIENT_CPU, ["sockperf", "tp", "--tcp", "-i", "127.0.0.1", "-p", str(port),
+                                                 "-t", str(int(seconds)), "-m", "65000"]),
+                             capture_output=True, text=True).stdout
+        bw = re.search(r"BandWidth is ([\d.]+) MBps", out)
+        # sockperf's MBps are MiB per second
+        return (float(p50.group(1)) if p50 else None), (float(bw.group(1)) * (1 << 20) / 1e9 if bw else None)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def iperf3(seconds: float) -> float | None:
+    """One TCP stream on loopback, GB/s."""
+    if not shutil.which("iperf3"):
+        return None
+    port = free_port()
+    server = subprocess.Popen(pinned(SERVER_CPU, ["iperf3", "-s", "-1", "-p", str(port)]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        time.sleep(0.2)
+        out = subprocess.run(pinned(CLIENT_CPU, ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t",
+                                                 str(int(seconds)), "-J"]), capture_output=True, text=True).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8e9
+    except (ValueError, KeyError):
+        return None
+    finally:
+        server.kill()
+        server.wait()
+
+
+def fio_file(path: str, seconds: float, rw: str, bs: str) -> dict | None:
+    """fio reading the backing file itself (psync, one job, CPU 0)."""
+    if not shutil.which("fio"):
+        return None
+    out = subprocess.run(pinned(SERVER_CPU, ["fio", "--name=backend", f"--filename={path}", f"--rw={rw}",
+                                             f"--bs={bs}", "--ioengine=psync", f"--size={SPAN}", "--time_based",
+                                             f"--runtime={seconds}", "--output-format=json"]),
+                         capture_output=True, text=True).stdout
+    try:
+        job = json.loads(out)["jobs"][0]["read"]
+    except (ValueError, KeyError, IndexError):
+        return None
+    return {"iops": job["iops"], "gbs": job["bw_bytes"] / 1e9}
+
+
+# -- the target -------------------------------------------------------------------------
+
+
+class Serve:
+    """``nvmestack serve`` on CPU 0 with its own data directory."""
+
+    def __init__(self, tmp: str, *, fast: bool):
+        self.port = free_port()
+        env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"),
+                   NVMESTACK_FAST_PATH="1" if fast else "0")
+        env.pop("NVMESTACK_TRACE", None)
+        self.data_dir = os.path.join(tmp, "serve")
+        self.proc = subprocess.Popen(pinned(SERVER_CPU, NVMESTACK + [
+            "serve", "--port", str(self.port), "--discovery-port", str(free_port()), "--data-dir", self.data_dir]),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_listening(self.port)
+        self.env = env
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def load(serve: Serve, seconds: float, **workload) -> dict:
+    """nvmf_load.py on CPU 1 in its own process; adds the target's CPU us per command."""
+    cmd = pinned(CLIENT_CPU, [sys.executable, os.path.join(os.path.dirname(__file__), "nvmf_load.py"),
+                              "127.0.0.1", str(serve.port), NQN, "--rw", workload["rw"], "--bs", str(workload["bs"]),
+                              "--qd", str(workload["qd"]), "--seconds", str(seconds), "--span", str(SPAN)])
+    before = cpu_seconds(serve.proc.pid)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    used = cpu_seconds(serve.proc.pid) - before
+    if out.returncode:
+        raise SystemExit(f"nvmf_load failed: {out.stderr.strip()}")
+    rep = json.loads(out.stdout)
+    rep["target_cpu_us"] = used / max(1, rep["commands"]) * 1e6
+    return rep
+
+
+def spdk_perf(perf: str, serve: Serve, seconds: float, rw: str, bs: int, qd: int) -> dict | None:
+    """SPDK's spdk_nvme_perf on CPU 1 (core mask 0x2), no hugepages."""
+    trid = f"trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{serve.port} subnqn:{NQN}"
+    before = cpu_seconds(serve.proc.pid)
+    out = subprocess.run([perf, "-r", trid, "-q", str(qd), "-o", str(bs), "-w", rw, "-t", str(int(seconds)),
+                          "-c", "0x2", "--no-huge", "-s", "1024"], capture_output=True, text=True)
+    used = cpu_seconds(serve.proc.pid) - before
+    m = re.search(r"^Total\s*:\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)", out.stdout, re.M)
+    if not m:
+        print(f"  spdk_nvme_perf gave no figures: {out.stderr.strip()[-300:]}")
+        return None
+    iops = float(m.group(1))
+    return {"iops": iops, "mb_s": float(m.group(2)), "p50_us": float(m.group(3)),
+            "target_cpu_us": used / max(1.0, iops * seconds) * 1e6}
+
+
+def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None) -> dict:
+    """``nvmestack bench`` (our host) in its own process; adds its CPU us per command."""
+    cmd = NVMESTACK + ["bench", *device, *args, "--runtime", str(seconds), "--time_based", "--size", str(SPAN),
+                       "-o", "json"]
+    proc = subprocess.Popen(pinned(cpu, cmd) if cpu else cmd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    used = 0.0
+    while proc.poll() is None:  # its CPU time just before it exits
+        try:
+            used = cpu_seconds(proc.pid)
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)}: {err.strip()}")
+    rd = json.loads(out)["aggregate"]["read"]
+    return {"iops": rd["iops"], "p50_us": rd["lat_ns"]["percentile"]["50.000000"] / 1e3,
+            "host_cpu_us": used / max(1, rd["total_ios"]) * 1e6 if "total_ios" in rd else
+            used / max(1.0, rd["iops"] * seconds) * 1e6}
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="runtime of each measurement (default 5)")
+    ap.add_argument("--repeat", type=int, default=3, help="measurements per figure (default 3)")
+    ap.add_argument("--perf", help="spdk_nvme_perf binary: drive the target with SPDK's initiator too")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: machine,general,host,pcie")
+    opts = ap.parse_args()
+    skip = set(filter(None, opts.skip.split(",")))
+    secs, rep = opts.seconds, opts.repeat
+    try:
+        import nvmestack._compiled as compiled  # noqa: F401
+        build = "compiled modules"
+    except ImportError:
+        build = "plain Python modules"
+    print(f"nvmestack I/O path, {secs:g} s x {rep} per figure (min / median), {os.cpu_count()} CPUs, "
+          f"server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}, Python {sys.version.split()[0]}, {build}\n")
+    with tempfile.TemporaryDirectory(prefix="nvmestack-io-path-") as tmp:
+        limits: dict[str, list[float]] = {"pp": [], "tp": [], "iperf": [], "fio4k": [], "fio128k": []}
+        results: dict[tuple[str, str], list[dict]] = {}
+        serve = Serve(tmp, fast=True)
+        try:
+            # fill the region the reads address (so they read data, not holes)
+            nvmf_load.run("127.0.0.1", serve.port, NQN, rw="write", bs=131072, qd=8, seconds=1e9,
+                          span=SPAN, latencies=False, limit=SPAN // 131072)
+            data_file = next(os.path.join(dp, f) for dp, _, fs in os.walk(serve.data_dir) for f in fs
+                             if f.endswith(".data"))
+            for _ in range(rep):
+                if "machine" not in skip:
+                    pp, tp = sockperf(min(secs, 3))
+                    if pp:
+                        limits["pp"].append(pp)
+                    if tp:
+                        limits["tp"].append(tp)
+                    bw = iperf3(min(secs, 3))
+                    if bw:
+                        limits["iperf"].append(bw)
+                    for key, rw, bs in (("fio4k", "randread", "4k"), ("fio128k", "read", "128k")):
+                        got = fio_file(data_file, min(secs, 3), rw, bs)
+                        if got:
+                            limits[key].append(got["iops"] if key == "fio4k" else got["gbs"])
+                for label, workload in TARGET_WORKLOADS:
+                    results.setdefault(("fast", label), []).append(load(serve, secs, **workload))
+                    if opts.perf:
+                        got = spdk_perf(opts.perf, serve, secs, workload["rw"], workload["bs"], workload["qd"])
+                        if got:
+                            results.setdefault(("spdk", label), []).append(got)
+            host_rows = []
+            if "host" not in skip:
+                device = [f"tcp://127.0.0.1:{serve.port}/{NQN}?nsid=1"]
+                for _ in range(rep):
+                    host_rows.append(our_bench(device, serve.env, secs, ["--rw", "randread", "--bs", "4k",
+                                                                         "--iodepth", "32"], CLIENT_CPU))
+        finally:
+            serve.stop()
+        if "general" not in skip:
+            general = Serve(tmp, fast=False)
+            try:
+                for _ in range(rep):
+                    for label, workload in TARGET_WORKLOADS:
+                        results.setdefault(("general", label), []).append(load(general, secs, **workload))
+            finally:
+                general.stop()
+        pcie_rows = []
+        if "pcie" not in skip:
+            drive = os.path.join(tmp, "drive0")
+            env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"))
+            subprocess.run(NVMESTACK + ["drive", "create", "-s", "1G", drive], check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+            subprocess.run(NVMESTACK + ["bench", drive, "-n", "1", "--rw", "write", "--bs", "128k", "--iodepth", "8",
+                                        "--size", str(SPAN), "-o", "json"], check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+            for _ in range(rep):
+                pcie_rows.append(our_bench([drive, "-n", "1"], env, secs,
+                                           ["--rw", "randread", "--bs", "4k", "--iodepth", "32"], None))
+
+    # -- report ---------------------------------------------------------------------------
+    print("The machine (native tools, loopback, pinned)")
+    print(f"  sockperf ping-pong 72 B, p50 latency        {spread(limits['pp'], '{:.1f}')} us")
+    print(f"  sockperf throughput 65000 B messages        {spread(limits['tp'], '{:.2f}')} GB/s")
+    print(f"  iperf3 one stream                           {spread(limits['iperf'], '{:.2f}')} GB/s")
+    print(f"  fio on the backing file, 4 KiB rand, QD1    {spread(limits['fio4k'])} IOPS")
+    print(f"  fio on the backing file, 128 KiB seq        {spread(limits['fio128k'], '{:.2f}')} GB/s")
+    print()
+    print("nvmestack serve (target on CPU 0), driven by bench/nvmf_load.py" +
+          (" and spdk_nvme_perf" if opts.perf else "") + " on CPU 1")
+    head = f"  {'workload':<30}{'path':<9}{'IOPS':>17}{'MB/s':>15}{'p50 us':>15}{'target CPU us/cmd':>22}"
+    print(head)
+    for label, _ in TARGET_WORKLOADS:
+        for path in ("fast", "general", "spdk"):
+            rows = results.get((path, label))
+            if not rows:
+                continue
+            print(f"  {label:<30}{path:<9}{spread([r['iops'] for r in rows]):>17}"
+                  f"{spread([r['mb_s'] for r in rows]):>15}{spread([r['p50_us'] for r in rows], '{:.0f}'):>15}"
+                  f"{spread([r['target_cpu_us'] for r in rows], '{:.1f}'):>22}")
+    print()
+
+    def median(key, path, label):
+        rows = results.get((path, label)) or []
+        return statistics.median([r[key] for r in rows]) if rows else None
+
+    print("Ratios (medians)")
+    fast_rr = median("iops", "fast", TARGET_WORKLOADS[0][0])
+    gen_rr = median("iops", "general", TARGET_WORKLOADS[0][0])
+    if fast_rr and gen_rr:
+        print(f"  4 KiB random read QD32, fast / general path            {fast_rr / gen_rr:.1f}x")
+    fast_cpu = median("target_cpu_us", "fast", TARGET_WORKLOADS[0][0])
+    gen_cpu = median("target_cpu_us", "general", TARGET_WORKLOADS[0][0])
+    if fast_cpu and gen_cpu:
+        print(f"  target CPU per 4 KiB read, general / fast path         {gen_cpu / fast_cpu:.1f}x")
+    if fast_rr and limits["fio4k"]:
+        print(f"  4 KiB random read QD32 / fio on the file (QD1 psync)   {fast_rr / statistics.median(limits['fio4k']):.2f}")
+    qd1 = median("p50_us", "fast", TARGET_WORKLOADS[2][0])
+    if qd1 and limits["pp"]:
+        print(f"  QD1 p50 latency / sockperf ping-pong p50               {qd1 / statistics.median(limits['pp']):.1f}x")
+    seq = median("mb_s", "fast", TARGET_WORKLOADS[3][0])
+    if seq and limits["iperf"]:
+        print(f"  128 KiB read QD8 / iperf3 one stream                   {seq / 1e3 / statistics.median(limits['iperf']):.2f}")
+    print()
+    if host_rows:
+        print("Our host (nvmestack bench, CPU 1) against nvmestack serve (CPU 0), 4 KiB random read QD32")
+        print(f"  IOPS {spread([r['iops'] for r in host_rows])}, p50 {spread([r['p50_us'] for r in host_rows])} us, "
+              f"host CPU {spread([r['host_cpu_us'] for r in host_rows], '{:.1f}')} us/cmd")
+        if fast_rr:
+            print(f"  our host / the lean initiator on the same target: "
+                  f"{statistics.median([r['iops'] for r in host_rows]) / fast_rr:.2f}")
+    if pcie_rows:
+        print("An emulated PCIe drive through our host (nvmestack bench, one process), 4 KiB random read QD32")
+        print(f"  IOPS {spread([r['iops'] for r in pcie_rows])}, p50 {spread([r['p50_us'] for r in pcie_rows])} us, "
+              f"CPU {spread([r['host_cpu_us'] for r in pcie_rows], '{:.1f}')} us/cmd (host and device)")
+
+
+if __name__ == "__main__":
+    main()
