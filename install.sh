@@ -3,6 +3,8 @@
 #   ./install.sh          the package and its runtime dependencies
 #   ./install.sh --test   the same plus what the test suite needs (incl. the Debian packages of
 #                         the interoperability tests: QEMU, busybox, nvme-cli, fio, e2fsprogs ...)
+#   ./install.sh --bench  the package plus the native tools bench/io_path.py compares with
+#                         (sockperf, iperf3, fio) and py-spy for profiles
 set -eu
 cd "$(dirname "$0")"
 
@@ -12,7 +14,9 @@ case "${1:-}" in
     "") ;;
     --test) extra="[test]"
             debs="qemu-system-x86 busybox-static nvme-cli fio e2fsprogs kmod cpio socat" ;;
-    *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+    --bench) extra="[bench]"
+             debs="sockperf iperf3 fio util-linux" ;;
+    *) echo "usage: $0 [--test|--bench]" >&2; exit 2 ;;
 esac
 
 if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -38,7 +42,7 @@ done
 if [ -n "$missing" ]; then
     { $sudo apt-get update -qq &&
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null; } ||
-        echo "install.sh: could not install$missing; the interoperability tests will be skipped" >&2
+        echo "install.sh: could not install$missing; the tests or benchmarks that need them will say so" >&2
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

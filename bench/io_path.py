@@ -122,7 +122,7 @@ def iperf3(seconds: float) -> float | None:
     if not shutil.which("iperf3"):
         return None
     port = free_port()
-    server = subprocess.Popen(pinned(SERVER_CPU, ["iperf3", "-s", "-1", "-p", str(port)]),
+    server = subprocess.Popen(pinned(SERVER_CPU, ["iperf3", "-s", "-p", str(port)]),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port)

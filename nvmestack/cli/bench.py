@@ -141,6 +141,9 @@ def _bench_parser(p: argparse.ArgumentParser) -> None:
                    help="after writing, read back and check what was written (default: 1)")
     p.add_argument("--randseed", "--seed", dest="seed", type=number, default=0, metavar="N",
                    help="seed of the random offsets and of the verify pattern (default: 0)")
+    p.add_argument("--hipri", action="store_true",
+                   help="polled I/O (as fio's hipri): the job's thread polls a queue of its own for completions "
+                        "instead of being woken by the queue's receive thread")
     p.add_argument("-o", "--output-format", default="normal", metavar="FMT", help="normal|json (default: normal)")
     p.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
     p.set_defaults(func=run_bench)
@@ -414,10 +417,11 @@ def run_bench(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"bench: {args.output}: {exc.strerror or exc}") from None
     try:
-        with open_device(spec, io_queues=args.numjobs) as dev:
+        queues = {"io_queues": args.numjobs, "poll_queues": args.numjobs} if args.hipri else {"io_queues": args.numjobs}
+        with open_device(spec, **queues) as dev:
             ns = resolve_namespace(dev, nsid)
             label = _device_label(dev, ns.nsid)
-            block = BlockDevice(ns, name=label)
+            block = BlockDevice(ns, name=label, polled=args.hipri)
             job = _make_job(args, block)
             if fmt == "normal":
                 sys.stdout.write(_header(job, label))

@@ -861,7 +861,11 @@ class NvmeController:
                 log.warning("%s: mapping the data of %r failed: %s", self.name, req, exc)
                 self._fail(req, exc)
                 continue
-            req._poll = (lambda q=target: self.transport.poll(q)) if target.polled else None
+            if target.polled:
+                req._poll = lambda q=target: self.transport.poll(q)
+                req._poll_wait = target.wait_ready
+            else:
+                req._poll = req._poll_wait = None
             batches.setdefault(id(target), (target, []))[1].append(req)
         for queue, batch in batches.values():
             rejected = self.transport.submit(queue, batch)

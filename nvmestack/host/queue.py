@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -273,6 +274,12 @@ class HostQueue:
                 self.doorbells += 1
                 self._ring()
         return []
+
+    def wait_ready(self, timeout: float) -> None:
+        """Polled queues: wait until completions may be there (at most
+        ``timeout`` s).  Transports that can wait for the device (a socket)
+        override this; the default pauses briefly."""
+        time.sleep(min(timeout, 0.0002))
 
     def _startable(self) -> list["HostRequest"]:
         """Waiting requests that a free tag now allows (queue lock held)."""

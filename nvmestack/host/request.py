@@ -121,7 +121,7 @@ class HostRequest:
         "cmd", "data", "meta", "direction", "qid", "status", "result", "dw1", "error",
         "timeout", "deadline", "retries", "aborted", "noretry", "internal", "passthru",
         "reserved", "polled", "submitted_at", "completed_at", "queue", "tag", "ctrl",
-        "mapping", "context", "traced", "_poll", "_event", "_lock", "_callbacks", "_completing", "_done",
+        "mapping", "context", "traced", "_poll", "_poll_wait", "_event", "_lock", "_callbacks", "_completing", "_done",
         "__weakref__",
     )
 
@@ -177,6 +177,8 @@ class HostRequest:
         self.context: dict[str, Any] = {}
         self.traced = False  # the tracer saw this attempt's setup and not yet its completion
         self._poll: Callable[[], Any] | None = None
+        # A polled queue's wait for its completions to arrive (no thread wakes us).
+        self._poll_wait: Callable[[float], Any] | None = None
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[HostRequest], Any]] = []
@@ -305,6 +307,12 @@ class HostRequest:
                     log.exception("polling for %r", self)
                 if self._done:
                     break
+                poll_wait = self._poll_wait
+                if poll_wait is not None:
+                    # Block in the queue's own readiness wait (the socket),
+                    # then poll again: the completion wakes this thread only.
+                    poll_wait(_WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining))
+                    continue
                 pause = _POLL_PAUSE
             else:
                 pause = _WAIT_SLICE

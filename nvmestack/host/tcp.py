@@ -62,6 +62,7 @@ import itertools
 import logging
 import math
 import os
+import select
 import selectors
 import socket
 import struct
@@ -269,6 +270,8 @@ class TcpQueue(HostQueue):
         self._send_error: str | None = None
         self._tag_freed = False  # a transport command gave its tag back while requests wait for one
         self._wake_lock = threading.Lock()
+        self._poller: Any = None  # select.poll of a polled queue's socket (wait_ready)
+        self._poll_out = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -686,6 +689,23 @@ class TcpQueue(HostQueue):
 
     def cq_ready(self) -> bool:
         return False
+
+    def wait_ready(self, timeout: float) -> None:
+        """A polled queue's caller waits here for the socket (data to read,
+        or room for what is still to send) instead of sleeping."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            self._poll_out = False
+        want_out = bool(self._tx)
+        if want_out != self._poll_out:
+            poller.modify(self.sock, select.POLLIN | (select.POLLOUT if want_out else 0))
+            self._poll_out = want_out
+        try:
+            poller.poll(max(0, int(timeout * 1000)) or 1)
+        except (OSError, ValueError):  # closed meanwhile: the next poll finds out
+            pass
 
     def process_completions(self) -> int:
         return self._pump(False)
