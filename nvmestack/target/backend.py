@@ -18,7 +18,7 @@ import ctypes.util
 import errno
 import os
 import threading
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 __all__ = ["Backend", "MemoryBackend", "FileBackend", "BackendError"]
 
@@ -93,6 +93,50 @@ class Backend:
 
     def write_bytes(self, offset: int, data: bytes) -> None:
         self.write(offset, [memoryview(data)])
+
+
+class FileSlice:
+    """``count`` bytes of a file backend from ``offset``, to be sent to a
+    socket by the kernel (``sendfile``) instead of read into a buffer.  It
+    holds the backend open (as an operation in flight) until it is sent or
+    released; ``len()`` is what is left to send."""
+
+    __slots__ = ("backend", "fd", "offset", "count")
+
+    def __init__(self, backend: "FileBackend", fd: int, offset: int, count: int):
+        self.backend = backend
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def send(self, sock: Any) -> None:
+        """Send what the socket takes now (raises BlockingIOError when it
+        takes nothing); released once all is sent."""
+        while self.count:
+            n = os.sendfile(sock.fileno(), self.fd, self.offset, self.count)
+            if n == 0:  # the file ends early (shorter than the namespace): zeroes
+                sent = sock.send(bytes(min(self.count, 1 << 16)))
+                n = sent
+            self.offset += n
+            self.count -= n
+        self.release()
+
+    def read(self) -> bytes:
+        """The bytes themselves (for a path that needs them); released."""
+        try:
+            data = os.pread(self.fd, self.count, self.offset)
+            return data + bytes(self.count - len(data))
+        finally:
+            self.count = 0
+            self.release()
+
+    def release(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend._leave()
 
 
 class MemoryBackend(Backend):
@@ -273,6 +317,16 @@ class FileBackend(Backend):
             return data
         finally:
             self._leave()
+
+    def file_slice(self, offset: int, length: int) -> FileSlice:
+        """``length`` bytes from ``offset`` for ``sendfile`` (see FileSlice)."""
+        self._enter()
+        try:
+            self._check(offset, length)
+        except ValueError:
+            self._leave()
+            raise
+        return FileSlice(self, self._fd, offset, length)
 
     def pwrite(self, offset: int, data: memoryview) -> None:
         self._enter()

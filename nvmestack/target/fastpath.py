@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 from ..spec.nvm import Read
 from ..spec.opcodes import NvmOpcode
 from ..spec.sqe import Command
+from .backend import FileBackend
 from .errors import NvmeError
 from .health import IoCounters
 from .io import write_cache_enabled
@@ -62,6 +63,10 @@ assert Read.nlb.offset == _RANGE_OFF + 8 and Read.fua.offset == _RANGE_OFF + 8
 _FUA = 1 << Read.fua.lsb
 _NLB_MASK = (1 << Read.nlb.width) - 1
 _FUSE_MASK = 0x03  # FUSE, byte 1 bits 1:0
+
+ZERO_COPY_MIN = 32768
+"""Reads at least this large go from the file to the socket by sendfile
+(smaller ones cost less as one pread into a buffer)."""
 
 READ = int(NvmOpcode.READ)
 WRITE = int(NvmOpcode.WRITE)
@@ -137,17 +142,23 @@ class FastIo:
             return None  # the general path reports the conflict
         return geo, slba, length
 
-    def read(self, sqe, limit: int) -> bytes | bytearray | None:
+    def read(self, sqe, limit: int, *, zero_copy: bool = False):
         """Execute a Read whose data buffer holds ``limit`` bytes: the data
-        read, or None (declined; nothing was done)."""
+        read, or None (declined; nothing was done).  With ``zero_copy`` a
+        large read of a file backend is a :class:`~.backend.FileSlice` for
+        the transport to ``sendfile``."""
         found = self._geometry(sqe, READ)
         if found is None:
             return None
         geo, slba, length = found
         if length > limit:
             return None
+        backend = geo.backend
         try:
-            data = geo.backend.pread(slba << geo.shift, length)
+            if zero_copy and length >= ZERO_COPY_MIN and type(backend) is FileBackend:
+                data = backend.file_slice(slba << geo.shift, length)
+            else:
+                data = backend.pread(slba << geo.shift, length)
         except (OSError, ValueError):
             return None  # the general path reports it (a read has no side effect)
         c = self.counters

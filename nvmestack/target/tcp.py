@@ -80,6 +80,7 @@ from ..tcp import (
 )
 from .errors import NvmeError
 from .fabrics import FabricsTarget, Port, admit, fail_request
+from .backend import FileSlice
 from .fastpath import FLUSH, READ, WRITE, FastIo
 from .request import DataDirection, Request
 from .subsystem import Subsystem
@@ -313,6 +314,8 @@ class TcpConnection:
             self.sock.close()
         except OSError:  # pragma: no cover
             pass
+        _release_slices(self._pending)
+        _release_slices(self._out)
         self._pending = []
         self._out = []
         self.target._connection_done(self)
@@ -344,6 +347,7 @@ class TcpConnection:
             return
         self._out = []
         if self._dead:
+            _release_slices(out)
             return
         if self._pending:
             self._pending.extend(out)
@@ -374,10 +378,20 @@ class TcpConnection:
                 self._close()
 
     def _write(self, bufs: list) -> list:
-        """Send as much of ``bufs`` as the socket takes now; the rest."""
+        """Send as much of ``bufs`` as the socket takes now; the rest.  A
+        :class:`~nvmestack.target.backend.FileSlice` among them goes with
+        ``sendfile`` (file to socket in the kernel)."""
         try:
             while bufs:
-                chunk = bufs[:_IOV_MAX] if len(bufs) > _IOV_MAX else bufs
+                slice_at = _first_slice(bufs)
+                if slice_at == 0:
+                    part = bufs[0]
+                    part.send(self.sock)
+                    if part.count:
+                        return bufs  # the socket is full
+                    bufs = bufs[1:]
+                    continue
+                chunk = bufs[:min(slice_at, _IOV_MAX)]
                 sent = self.sock.sendmsg(chunk)
                 i = 0
                 for buf in chunk:
@@ -394,6 +408,7 @@ class TcpConnection:
         except OSError:
             self._dead = True
             self.target._loop.poke(self)
+            _release_slices(bufs)
             return []
         return bufs
 
@@ -458,7 +473,7 @@ class TcpConnection:
         if opcode == READ:
             if ev.data is not None or sqe[_SGL_IDENT] != SGL_TRANSPORT:
                 return False
-            data = fast.read(sqe, _LE32.unpack_from(sqe, _SGL_LENGTH)[0])
+            data = fast.read(sqe, _LE32.unpack_from(sqe, _SGL_LENGTH)[0], zero_copy=self._c2h_pdo != 0)
             if data is None:
                 return False
             self._read_done(ev.cid, data)
@@ -493,6 +508,8 @@ class TcpConnection:
         n = len(data)
         pdo = self._c2h_pdo
         max_c2h = self.stream.max_c2h_data
+        if type(data) is FileSlice and max_c2h is not None and n > max_c2h:
+            data = data.read()  # cut into PDUs by the stream's builder
         if not pdo or (max_c2h is not None and n > max_c2h):
             self._out.extend(self.stream.c2h_data(cid, [data], last=True, success=self.sqflow_disabled))
             if not self.sqflow_disabled:
@@ -871,6 +888,20 @@ class TcpTarget(FabricsTarget):
 
 def _buffered(bufs: list) -> int:
     return sum(b.nbytes if type(b) is memoryview else len(b) for b in bufs)
+
+
+def _first_slice(bufs: list) -> int:
+    """Index of the first FileSlice in ``bufs`` (len(bufs) when none)."""
+    for i, buf in enumerate(bufs):
+        if type(buf) is FileSlice:
+            return i
+    return len(bufs)
+
+
+def _release_slices(bufs: list) -> None:
+    for buf in bufs:
+        if type(buf) is FileSlice:
+            buf.release()
 
 
 def _default_max_connections() -> int:
