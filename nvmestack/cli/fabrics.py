@@ -243,7 +243,7 @@ def _probe(entry: dict, io_queues: int) -> None:
 
 
 def _connect_entry(entry: dict, duplicate: bool, io_queues: int = 1) -> str:
-    with Registry() as reg:
+    with Registry(write=False) as reg:  # a failed connect leaves no registry behind
         for name in reg.names():
             if _same_path(reg.entries[name], entry) and not duplicate:
                 raise CliError(f"already connected to {entry['subnqn']} at {entry['traddr']}:{entry['trsvcid']} "

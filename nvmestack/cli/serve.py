@@ -75,6 +75,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -129,17 +130,37 @@ def default_data_dir() -> str:
     return os.path.join(base, "nvmestack")
 
 
+def _tcp_port(text: str) -> int:
+    """argparse type of --port/--discovery-port: a TCP port number."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0..65535)")
+    return value
+
+
+def _ip_address(text: str) -> str:
+    """argparse type of --addr: an IPv4 or IPv6 address (never a name for
+    the resolver)."""
+    try:
+        return str(ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help=f"JSON configuration: subsystems (namespaces, allowed hosts) and ports; without it, "
                         f"DATA-DIR/{CONFIG_NAME}, written with the embedded default (one subsystem, one 1 GiB "
                         f"namespace) on the first start.  Changes to it are applied while serve runs")
-    p.add_argument("--addr", metavar="ADDR", default=None,
+    p.add_argument("--addr", metavar="ADDR", type=_ip_address, default=None,
                    help=f"address to listen on (default {DEFAULT_ADDR}); with --port/--discovery-port it "
                         f"replaces the configuration's ports")
-    p.add_argument("--port", metavar="PORT", type=int, default=None,
+    p.add_argument("--port", metavar="PORT", type=_tcp_port, default=None,
                    help=f"TCP port of the NVM subsystems (default {IO_PORT}; 0: any free port)")
-    p.add_argument("--discovery-port", metavar="PORT", type=int, default=None,
+    p.add_argument("--discovery-port", metavar="PORT", type=_tcp_port, default=None,
                    help=f"TCP port of the discovery service (default {DISCOVERY_PORT}; 0: any free port)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where namespaces and state are kept (default $XDG_DATA_HOME/nvmestack, "
@@ -677,19 +698,25 @@ class Server:
         self._stop_watching = threading.Event()
         self._reload_now = threading.Event()
         self.target = TcpTarget()
+        created: list[str] = []  # subsystem directories this start made
         try:
-            os.makedirs(self.data_dir, exist_ok=True)
+            # The ports first: a port in use fails before any file is made.
+            for spec in port_specs:
+                self._ports[spec.portid] = (spec, self._listen(spec))
             for i, (nqn, entry) in enumerate(parsed.entries.items()):
+                directory = os.path.join(self.data_dir, _safe_name(nqn))
+                if not os.path.lexists(directory):
+                    created.append(directory)
                 sub = _open_subsystem(entry, self.data_dir, f"{self.where}: subsystems[{i}]")
                 self._subs[nqn] = sub
                 try:
                     self.target.add_subsystem(sub)
                 except ValueError as exc:
                     raise ServeError(f"{self.where}: subsystems[{i}]: {exc}") from None
-            for spec in port_specs:
-                self._ports[spec.portid] = (spec, self._listen(spec))
         except BaseException:
             self.close()
+            for directory in created:  # a failed start leaves nothing behind
+                shutil.rmtree(directory, ignore_errors=True)
             raise
         self.config = config
         self.parsed = parsed
@@ -949,17 +976,43 @@ def _signature(path: str) -> tuple | None:
     return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
 
+def _missing_ancestor(path: str) -> str | None:
+    """The outermost directory of ``path`` (itself included) that does not
+    exist yet, or None when ``path`` exists."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.lexists(path):
+        missing = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
 def run(args: argparse.Namespace) -> int:
     level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     path, data_dir = config_location(args.config, args.data_dir)
-    if not args.config:
-        try:
-            if ensure_config(path):
-                print(f"nvmestack serve: wrote the embedded default configuration to {path}", flush=True)
-        except OSError as exc:
-            raise ServeError(f"{path}: cannot be written: {exc.strerror or exc}") from None
-    server = Server(read_config(path), data_dir, args, config_path=path)
+    made_dir = _missing_ancestor(data_dir)  # what a failed start removes again
+    wrote_default = False
+    try:
+        if not args.config:
+            try:
+                wrote_default = ensure_config(path)
+            except OSError as exc:
+                raise ServeError(f"{path}: cannot be written: {exc.strerror or exc}") from None
+        server = Server(read_config(path), data_dir, args, config_path=path)
+    except BaseException:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+        elif wrote_default:
+            for leftover in (path, os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+        raise
+    if wrote_default:
+        print(f"nvmestack serve: wrote the embedded default configuration to {path}", flush=True)
     server.on_change = lambda text: print(f"nvmestack serve: {text}", flush=True)
     if not args.config:
         default_dir = os.path.abspath(default_data_dir())

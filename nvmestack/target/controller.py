@@ -448,7 +448,9 @@ class Controller:
             else:
                 entry.parm_error_location = 0xFFFF
             entry.lba = err.lba if err is not None and err.lba is not None else 0
-            entry.nsid = req.sqe.nsid
+            # A Fabrics command has no NSID (bytes 4-7 hold FCTYPE): "not
+            # specific to a namespace" is FFFFFFFFh.
+            entry.nsid = 0xFFFFFFFF if req.opcode == 0x7F and self.fabrics else req.sqe.nsid
             self.error_log.appendleft(bytes(entry))
 
     # ------------------------------------------------------------------

@@ -286,7 +286,7 @@ def test_serve_reports_configuration_errors_in_one_line(tmp_path):
         bad.write_text(content)
         out = subprocess.run([sys.executable, "-m", "nvmestack", "serve", "--config", str(bad), "--data-dir",
                               str(tmp_path / "d")], capture_output=True, text=True, timeout=STOP_TIMEOUT, cwd=ROOT)
-        assert out.returncode == 2
+        assert out.returncode == 1
         assert needle in out.stderr and "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
     # A port in use.
@@ -297,7 +297,7 @@ def test_serve_reports_configuration_errors_in_one_line(tmp_path):
         out = subprocess.run([sys.executable, "-m", "nvmestack", "serve", "--port", str(port), "--discovery-port", "0",
                               "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
                              timeout=STOP_TIMEOUT, cwd=ROOT)
-    assert out.returncode == 2 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_hostnqn_constant_is_a_valid_nqn():
