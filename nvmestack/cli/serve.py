@@ -52,9 +52,10 @@ SIGHUP) and applies what changed: namespaces added (connected hosts get the
 Namespace Attribute Changed event and see it) or removed (its data flushed;
 a namespace in a file of its own in the subsystem's directory goes with its
 file, as with delete-ns; a ``device.path`` file stays); subsystems added or
-removed (the controllers of a removed one lose their connections; its
-directory stays); ports added, removed or exposing other subsystems; allowed
-hosts (the discovery log's GENCTR changes).  Other attribute changes (serial,
+removed (the controllers of a removed one lose their connections);
+ports added, removed or exposing other subsystems; allowed hosts (the
+discovery log's GENCTR changes; a host no longer allowed loses its
+connections at once).  Other attribute changes (serial,
 model, the definition of an existing namespace) take effect at the next
 start.  A configuration that cannot be applied is logged and the running
 one stays.
@@ -258,7 +259,7 @@ def write_config(path: str, config: dict) -> None:
         mode = 0o666 & ~umask
     tmp = None
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
         with os.fdopen(fd, "w") as f:
             json.dump(config, f, indent=2)
@@ -280,7 +281,7 @@ def write_config(path: str, config: dict) -> None:
 def ensure_config(path: str) -> bool:
     """Write the embedded default to ``path`` unless a file is there;
     returns whether it did."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", mode=0o700, exist_ok=True)
     with config_lock(path):
         if os.path.lexists(path):
             return False
@@ -516,7 +517,7 @@ def _open_subsystem(entry: dict, data_dir: str, where: str) -> Subsystem:
     wins when it differs from the one last applied there."""
     directory = os.path.join(data_dir, _safe_name(entry["nqn"]))
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise ServeError(f"{where}: cannot create {directory}: {exc.strerror}") from None
     applied_path = _applied_path(directory)
@@ -647,12 +648,15 @@ class _SubsystemPlan:
             with sub.lock:
                 sub.allowed_hosts = set(self.spec["allowed_hosts"])
                 sub.allow_any_host = self.spec["allow_any_host"]
+            cut = target.cut_disallowed(sub)  # a revoked host keeps no association
             target.discovery_changed()
             bound = getattr(sub, "persistence", None)
             if bound is not None:
                 bound.save_config()
             who = "any host" if sub.allow_any_host else ", ".join(sorted(sub.allowed_hosts)) or "no host"
             done.append(f"hosts of {self.nqn}: {who}")
+            for host in sorted({c.hostnqn for c in cut}):
+                done.append(f"host {host} may no longer use {self.nqn}: its connections closed")
         if self.deferred:
             done.append(f"{self.nqn}: {', '.join(self.deferred)}: takes effect when serve restarts")
         else:
@@ -687,7 +691,7 @@ class Server:
         self.ports_from_args = _ports_from_args(args)
         port_specs = implicit_ports(args) if self.ports_from_args or parsed.ports is None else parsed.ports
         try:
-            os.makedirs(self.data_dir, exist_ok=True)
+            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ServeError(f"cannot create {self.data_dir}: {exc.strerror}") from None
         self._subs: dict[str, Subsystem] = {}
@@ -798,6 +802,9 @@ class Server:
                 return None
         for text in changes:
             self.on_change(text)
+        if changes:
+            for text in self.security_warnings():
+                log.warning("%s", text)
         return changes
 
     def reload(self, config: dict | None = None) -> list[str]:
@@ -908,6 +915,24 @@ class Server:
         return changes
 
     # -- what to tell the user ------------------------------------------------------------
+
+    def security_warnings(self) -> list[str]:
+        """One line per port on an address other hosts can reach that lets
+        any host use a subsystem (there is no authentication)."""
+        out = []
+        with self._lock:
+            ports = [spec for spec, _ in self._ports.values()]
+            subs = list(self._subs.values())
+        for spec in sorted(ports, key=lambda p: p.portid):
+            if ip_address(spec.traddr).is_loopback:
+                continue
+            open_to_all = [sub.nqn for sub in subs if sub.allow_any_host
+                           and (spec.subsystems is None or sub.nqn in spec.subsystems)]
+            if open_to_all:
+                out.append(f"port {spec.portid} listens on {spec.traddr}:{spec.trsvcid} and lets any host use "
+                           f"{', '.join(open_to_all)} without authentication; allow only known hosts with "
+                           f"'nvmestack target host add HOSTNQN'")
+        return out
 
     def describe(self) -> list[str]:
         lines = ["nvmestack serve: NVMe/TCP target running"]
@@ -1033,6 +1058,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         print("\n".join(server.describe()), flush=True)
+        for text in server.security_warnings():
+            print(f"nvmestack serve: warning: {text}", file=sys.stderr, flush=True)
         server.watch()
         while not stop.wait(1.0):
             pass

@@ -93,7 +93,7 @@ def edit(args: argparse.Namespace, change: Callable[[dict, str, str], str]) -> N
     printed); the result is checked, then written atomically."""
     path, data_dir = _where(args)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with config_lock(path):
             config = read_config(path) if os.path.lexists(path) else _initial(args)
             new = copy.deepcopy(config)

@@ -1,6 +1,7 @@
 """A subsystem that survives a restart: a JSON configuration in the spirit of
 nvmetcli's saved configuration, a state file, and file-backed namespaces,
-all in one directory.
+all in one directory.  Every file is made mode 0600 and the directory 0700:
+the data and the state are the owner's alone.
 
 ::
 
@@ -86,7 +87,7 @@ def save(subsystem: Subsystem, directory: str | os.PathLike) -> None:
     if isinstance(bound, Persistence) and bound.directory == directory:
         bound.checkpoint()
         return
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     paths: dict[int, tuple[str, str | None]] = {}
     for nsid, ns in sorted(subsystem.namespaces.items()):
         with ns.lock:
@@ -241,7 +242,7 @@ class Persistence:
             data = os.path.join(directory, f"{stem}.data")
             meta = os.path.join(directory, f"{stem}.meta")
             # Reserve the names until the namespace is in the configuration.
-            open(data, "ab").close()
+            os.close(os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self._reserved.update((data, meta))
         return _file_factory(data, meta)
 
@@ -763,7 +764,7 @@ def _write_json(path: str, obj: Any) -> None:
 
 def _write_marker(directory: str) -> None:
     path = os.path.join(directory, CLEAN_MARKER)
-    with open(path, "w") as f:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
         f.write("clean\n")
         f.flush()
         os.fsync(f.fileno())

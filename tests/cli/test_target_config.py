@@ -433,7 +433,7 @@ def test_serve_applies_subsystems_ports_and_hosts(served, hosts, cli):
     assert server.target.genctr > genctr
     ctrl_b = hosts(server.port(), NQN_B, hostnqn=OTHER_HOST)
     assert sorted(ctrl_b.namespaces) == [1]
-    with pytest.raises(ControllerDeadError, match="Invalid Host"):
+    with pytest.raises(ControllerDeadError, match="Invalid Parameters"):
         hosts(server.port(), NQN_B)
 
     # Allowing our host: Connect is accepted, the discovery log changed.
@@ -447,7 +447,7 @@ def test_serve_applies_subsystems_ports_and_hosts(served, hosts, cli):
     assert hosts(server.port(), NQN_B).namespaces
     assert cli("target", "host", "remove", "--nqn", NQN_B, HOSTNQN, *config).rc == 0
     wait_for(lambda: HOSTNQN not in server.subsystems[-1].allowed_hosts, "host removed")
-    with pytest.raises(ControllerDeadError, match="Invalid Host"):
+    with pytest.raises(ControllerDeadError, match="Invalid Parameters"):
         hosts(server.port(), NQN_B)
 
     # A new port exposing only B.

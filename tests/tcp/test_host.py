@@ -442,7 +442,7 @@ def test_connect_refused(live):
         connect("127.0.0.1", live.port, "nqn.2026-11.io.nvmestack:nobody", hostnqn=HOSTNQN)
     live.subsystem.allow_any_host = False
     try:
-        with pytest.raises(ControllerDeadError, match="Connect Invalid Host"):
+        with pytest.raises(ControllerDeadError, match="Connect Invalid Parameters"):  # as a missing subsystem
             connect("127.0.0.1", live.port, NQN, hostnqn=HOSTNQN)
         live.subsystem.allowed_hosts.add(HOSTNQN)
         live.connect()
@@ -576,7 +576,7 @@ def test_no_reconnect_after_connect_with_dnr(env):
     for conn in env.connections_of(tctrl, {0}):
         conn.abort()
     assert wait_for(lambda: ctrl.state == CtrlState.DEAD)
-    assert "Connect Invalid Host" in (ctrl.dead_reason or "")
+    assert "Connect Invalid Parameters" in (ctrl.dead_reason or "")  # answered as a missing subsystem
     assert ctrl.transport.nr_reconnects == 0
     env.subsystem.allow_any_host = True
 

@@ -220,7 +220,7 @@ def test_serve_from_a_configuration(serve, tmp_path):
     assert len(discovery_entries(d2)) == 1 + 3
     h = RawHost(("127.0.0.1", port_b))
     h.ic()
-    assert h.connect("nqn.2026-11.io.nvmestack:closed").status.sc == FabricsStatus.CONNECT_INVALID_HOST
+    assert h.connect("nqn.2026-11.io.nvmestack:closed").status.sc == FabricsStatus.CONNECT_INVALID_PARAMETERS
     h2 = RawHost(("127.0.0.1", port_a))
     h2.ic()
     assert h2.connect("nqn.2026-11.io.nvmestack:closed", hostnqn=other_host).cqe.dw0 == (1 << 16) | 256
