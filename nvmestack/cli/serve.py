@@ -40,7 +40,8 @@ not served.
 
 Each subsystem lives in its own directory of the data directory (named after
 its NQN): its namespaces' sparse files (unless a ``device.path`` says
-otherwise; relative paths are relative to the configuration file), its
+otherwise; relative paths are relative to the configuration file; no two
+namespaces may be on one file, whatever links lead to it), its
 persisted configuration and its state (SMART counters, firmware slots ...),
 kept across restarts.  When the configuration file's entry for a subsystem
 changes while ``serve`` is stopped, the file wins at the next start;
@@ -421,9 +422,25 @@ def _parse_ports(ports: Any, where: str, known: set[str]) -> list[PortSpec]:
     return out
 
 
-def check_config(config: Any, where: str, base: str) -> ParsedConfig:
+def namespace_files(nss: dict, directory: str) -> list[str]:
+    """The files a namespace (persist's reading of its entry) keeps its
+    blocks in, ``directory`` being its subsystem's directory (where the
+    default ``nsN.data``/``nsN.meta`` are)."""
+    fmt = nss["formats"][nss["lba_format"]]
+    own = not nss.get("explicit_path")
+    data = os.path.join(directory, f"ns{nss['nsid']}.data") if own else nss["data_path"]
+    files = [data]
+    if fmt.metadata_size:
+        files.append(nss["meta_path"] or os.path.join(directory, f"ns{nss['nsid']}.meta"))
+    return files
+
+
+def check_config(config: Any, where: str, base: str, data_dir: str | None = None) -> ParsedConfig:
     """Check a whole configuration (``where`` names it in messages; ``base``
-    is the directory relative namespace paths are relative to).  Raises
+    is the directory relative namespace paths are relative to; ``data_dir``,
+    when given, is the data directory, whose subsystem directories hold the
+    namespaces' default files).  Two namespaces on one file (through a
+    symbolic or hard link, or a default file) are refused.  Raises
     :class:`ServeError` with one line saying what is wrong."""
     if not isinstance(config, dict):
         raise ServeError(f"{where}: expected a JSON object")
@@ -433,7 +450,8 @@ def check_config(config: Any, where: str, base: str) -> ParsedConfig:
     entries: dict[str, dict] = {}
     specs: dict[str, dict] = {}
     dirs: dict[str, str] = {}
-    paths: dict[str, str] = {}
+    files: dict[Any, str] = {}  # (device, inode) or real path -> which namespace
+    real_data_dir = os.path.realpath(data_dir) if data_dir else None
     for i, entry in enumerate(entries_in):
         sw = f"{where}: subsystems[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("nqn"), str):
@@ -452,14 +470,19 @@ def check_config(config: Any, where: str, base: str) -> ParsedConfig:
         spec = _parse_entry(normalized, sw, base)
         for k, (nsd, nss) in enumerate(zip(normalized.get("namespaces") or [], spec["namespaces"])):
             device = nsd.get("device") or {}
-            if not device.get("path"):
-                continue
             nw = f"{sw}: namespaces[{k}]"
-            path = nss["data_path"]
-            if path in paths:
-                raise ServeError(f"{nw}: {path} is already the file of {paths[path]}")
-            paths[path] = f"namespace {nss['nsid']} of {nqn}"
-            _check_namespace_file(nss, nw)
+            explicit = bool(device.get("path"))
+            if explicit and real_data_dir is not None:
+                _check_not_served_file(nss["data_path"], real_data_dir, nw)
+            if explicit or data_dir is not None:
+                directory = os.path.join(data_dir, name) if data_dir else base
+                for path in namespace_files(dict(nss, explicit_path=explicit), directory):
+                    key = persist._file_key(path)
+                    if key in files:
+                        raise ServeError(f"{nw}: {path} is already the file of {files[key]}")
+                    files[key] = f"namespace {nss['nsid']} of {nqn}"
+            if explicit:
+                _check_namespace_file(nss, nw)
         entries[nqn] = normalized
         specs[nqn] = spec
     ports = None
@@ -469,6 +492,16 @@ def check_config(config: Any, where: str, base: str) -> ParsedConfig:
     if not isinstance(hosts, list):
         raise ServeError(f"{where}: \"hosts\" must be a list")
     return ParsedConfig(entries, specs, ports)
+
+
+def _check_not_served_file(path: str, real_data_dir: str, where: str) -> None:
+    """A namespace's ``device.path`` may not be a file serve keeps in its
+    data directory (another namespace's blocks, a subsystem's state)."""
+    real = os.path.realpath(path)
+    parent, name = os.path.split(real)
+    if os.path.dirname(parent) == real_data_dir and (
+            persist._OWN_FILE.match(name) or name in (persist.CONFIG_FILE, persist.STATE_FILE, _APPLIED)):
+        raise ServeError(f"{where}: {path} is a file serve keeps for the subsystem in {parent}")
 
 
 def _check_namespace_file(nss: dict, where: str) -> None:
@@ -687,7 +720,7 @@ class Server:
         self.edit_options = f" --config {shlex.quote(self.config_path)}" if self.config_path else ""
         if config is None:
             config = default_config()
-        parsed = check_config(config, self.where, self.base)
+        parsed = check_config(config, self.where, self.base, self.data_dir)
         self.ports_from_args = _ports_from_args(args)
         port_specs = implicit_ports(args) if self.ports_from_args or parsed.ports is None else parsed.ports
         try:
@@ -816,7 +849,7 @@ class Server:
                 if self.config_path is None:
                     return []
                 config = read_config(self.config_path)
-            parsed = check_config(config, self.where, self.base)
+            parsed = check_config(config, self.where, self.base, self.data_dir)
             changes = self._apply(parsed)
             self.config = config
             self.parsed = parsed

@@ -19,7 +19,7 @@ with one line and the file stays as it was.
     nvmestack target subsystem add NQN [--serial S] [--model M] [--allow-any-host|--no-allow-any-host] [--host H]...
     nvmestack target subsystem set NQN [--serial S] [--model M] [--allow-any-host|--no-allow-any-host]
     nvmestack target subsystem remove NQN
-    nvmestack target namespace add [--nqn NQN] [-n NSID] (--size SIZE | --path FILE) [-b 512|4096]
+    nvmestack target namespace add [--nqn NQN] [-n NSID] (--size SIZE | --path FILE [--existing]) [-b 512|4096]
     nvmestack target namespace remove [--nqn NQN] -n NSID
     nvmestack target port add -s PORT [-a ADDR] [-t tcp] [--portid N] [--nqn NQN]... [--discovery-only]
     nvmestack target port remove PORTID
@@ -98,7 +98,7 @@ def edit(args: argparse.Namespace, change: Callable[[dict, str, str], str]) -> N
             config = read_config(path) if os.path.lexists(path) else _initial(args)
             new = copy.deepcopy(config)
             message = change(new, path, data_dir)
-            check_config(new, path, os.path.dirname(path))
+            check_config(new, path, os.path.dirname(path), data_dir)
             if new != config or not os.path.lexists(path):
                 write_config(path, new)
     except ServeError as exc:
@@ -452,6 +452,14 @@ def _namespace_add(args: argparse.Namespace) -> int:
     size = args.size
     if file_path is not None and os.path.isdir(file_path):
         raise CliError(f"{args.path}: is a directory")
+    exists = file_path is not None and os.path.lexists(file_path)
+    if exists and not args.existing:
+        raise CliError(f"{args.path} exists: give --existing to serve its contents as the namespace "
+                       f"(hosts may overwrite them), or a --path that does not exist yet")
+    if args.existing and not exists:
+        raise CliError(f"{args.path or '--existing'}: no such file (--existing serves a file that exists)")
+    if exists and not os.path.isfile(file_path):
+        raise CliError(f"{args.path}: not a regular file")
     if size is None:
         if file_path is None:
             raise CliError("give the namespace's --size, or the --path of its file")
@@ -722,14 +730,20 @@ def _target_parser(p: argparse.ArgumentParser) -> None:
     _, actions = _group(sub, "namespace", "add or remove namespaces")
     q = actions.add_parser("add", help="add a namespace",
                            description="Add a namespace: a sparse file of --size in the subsystem's directory, or "
-                           "the file --path (created at --size when missing).  Connected hosts get a Namespace "
-                           "Attribute Changed event.")
+                           "the file --path (created at --size; a file that exists is taken over only with "
+                           "--existing).  A file that is already another namespace's is refused.  Connected hosts "
+                           "get a Namespace Attribute Changed event.")
     _nqn_option(q)
     q.add_argument("-n", "--namespace-id", metavar="NSID", type=number, default=None,
                    help="namespace ID (default: the lowest free one)")
     q.add_argument("--size", metavar="SIZE", type=number, default=None,
                    help="size in bytes (K, M, G, T suffixes: powers of 1024)")
-    q.add_argument("--path", metavar="FILE", default=None, help="the file holding the namespace's blocks")
+    q.add_argument("--path", metavar="FILE", default=None,
+                   help="the file holding the namespace's blocks (created at --size; one that exists needs "
+                        "--existing)")
+    q.add_argument("--existing", action="store_true",
+                   help="--path names a file that exists: serve its contents as the namespace (hosts may "
+                        "overwrite them)")
     q.add_argument("-b", "--block-size", metavar="BS", type=number, default=512, help="logical block size: 512 or 4096")
     _common(q)
     q.set_defaults(func=_namespace_add)

@@ -459,6 +459,7 @@ def _parse_config(config: Any, path: str, directory: str) -> dict:
         w.fail(f"{awhere}.model", "longer than the 40 bytes of Identify Controller MN")
     namespaces = []
     seen = set()
+    files: dict[Any, int] = {}  # no two namespaces on one file (links included)
     for i, nsd in enumerate(w.get(sub, "namespaces", list, where, [])):
         nwhere = f"{where}.namespaces[{i}]"
         if not isinstance(nsd, dict):
@@ -467,6 +468,11 @@ def _parse_config(config: Any, path: str, directory: str) -> dict:
         if ns["nsid"] in seen:
             w.fail(f"{nwhere}.nsid", f"namespace {ns['nsid']} appears twice")
         seen.add(ns["nsid"])
+        for path in _namespace_paths(ns, directory):
+            key = _file_key(path)
+            if key in files:
+                w.fail(nwhere, f"{path} is already the file of namespace {files[key]}")
+            files[key] = ns["nsid"]
         namespaces.append(ns)
     spec["namespaces"] = namespaces
     return spec
@@ -538,6 +544,23 @@ def _parse_namespace(w: _Where, nsd: dict, where: str, directory: str, max_names
         "uuid": uuid,
         "where": where,
     }
+
+
+def _file_key(path: str) -> Any:
+    """What names one file however it is reached: (device, inode) when it
+    exists (symbolic and hard links alike), else its real path."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _namespace_paths(ns: dict, directory: str) -> list[str]:
+    paths = [ns["data_path"]]
+    if ns["formats"][ns["lba_format"]].metadata_size:
+        paths.append(ns["meta_path"] or os.path.join(directory, f"ns{ns['nsid']}.meta"))
+    return paths
 
 
 def _file_factory(data_path: str, meta_path: str):

@@ -102,10 +102,12 @@ def test_namespace_add_and_remove(target, data_dir, tmp_path):
     ns7 = config_of(data_dir)["subsystems"][0]["namespaces"][2]
     assert ns7["nsid"] == 7 and ns7["nblocks"] == 256 and ns7["format"] == {"lba_format": 3}
     assert ns7["device"]["path"] == str(image)
-    # A file that exists gives the size.
+    # A file that exists is taken over only when asked to (--existing); it gives the size.
     other = tmp_path / "other.img"
     other.write_bytes(bytes(8192))
-    assert target("namespace", "add", "--path", other).rc == 0
+    before = path.read_bytes()
+    refused(target("namespace", "add", "--path", other), "give --existing", path, before)
+    assert target("namespace", "add", "--path", other, "--existing").rc == 0
     assert config_of(data_dir)["subsystems"][0]["namespaces"][3]["nblocks"] == 16
     assert target("show", "-o", "json").json() == config_of(data_dir)
 
@@ -115,7 +117,7 @@ def test_namespace_add_and_remove(target, data_dir, tmp_path):
     refused(target("namespace", "add", "--size", "1M", "-b", "1024"), "block size 1024", path, before)
     refused(target("namespace", "add"), "--size", path, before)
     refused(target("namespace", "add", "--path", tmp_path / "missing.img"), "no such file", path, before)
-    refused(target("namespace", "add", "--path", other, "--size", "1M"), "has 8192 bytes", path, before)
+    refused(target("namespace", "add", "--path", other, "--size", "1M", "--existing"), "has 8192 bytes", path, before)
     refused(target("namespace", "add", "--path", image, "--size", "1M"), "already the file of namespace 7",
             path, before)
     refused(target("namespace", "add", "--size", "1M", "--nqn", NQN_A), f"no subsystem {NQN_A}", path, before)
