@@ -40,7 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, uuid_nqn
+from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, nqn_unusable, uuid_nqn
 from ..spec.tcp import DISCOVERY_PORT, IO_PORT
 from .common import CliError
 
@@ -268,7 +268,7 @@ def parse_tcp_url(text: str) -> tuple[dict, int | None]:
             nsid = int(query["nsid"][-1], 0)
         except ValueError:
             raise CliError(f"{text}: invalid nsid") from None
-    problem = nqn_problem(nqn)
+    problem = nqn_unusable(nqn)  # any name a target may serve (Linux's nvmet serves any)
     if problem:
         raise CliError(f"{text}: invalid NQN: {problem}")
     return {"transport": "tcp", "traddr": host, "trsvcid": str(port), "subnqn": nqn}, nsid

@@ -46,20 +46,26 @@ persisted configuration and its state (SMART counters, firmware slots ...),
 kept across restarts.  When the configuration file's entry for a subsystem
 changes while ``serve`` is stopped, the file wins at the next start;
 otherwise what the host changed at run time (namespace management, format)
-is kept.
+is kept.  Removing a subsystem from the configuration deletes its directory
+(a ``device.path`` file stays), so a later subsystem of the same name starts
+afresh.
 
 While it runs, ``serve`` looks at the file every half second (and at once on
 SIGHUP) and applies what changed: namespaces added (connected hosts get the
 Namespace Attribute Changed event and see it) or removed (its data flushed;
 a namespace in a file of its own in the subsystem's directory goes with its
 file, as with delete-ns; a ``device.path`` file stays); subsystems added or
-removed (the controllers of a removed one lose their connections);
+removed (the controllers of a removed one lose their connections; its
+directory, with its own namespace files and state, is deleted);
 ports added, removed or exposing other subsystems; allowed hosts (the
 discovery log's GENCTR changes; a host no longer allowed loses its
-connections at once).  Other attribute changes (serial,
-model, the definition of an existing namespace) take effect at the next
-start.  A configuration that cannot be applied is logged and the running
-one stays.
+connections at once); a namespace whose definition changed (its UUID,
+NGUID or EUI-64, its file) is replaced: removed and added again, and
+hosts see both through Namespace Attribute Changed events.  Subsystem
+attributes (serial, model, firmware, IEEE OUI, max_namespaces, capacity)
+take effect at the next start; ``nvmestack target`` refuses to change
+them while serve runs.  A configuration that cannot be applied is logged
+and the running one stays.
 
 SIGINT and SIGTERM stop it cleanly: the connections close, every controller
 goes, the namespaces are flushed to stable storage and the state is saved
@@ -86,7 +92,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, Callable, Iterator
 
-from ..spec.fabrics import DISCOVERY_NQN, nqn_problem
+from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, nqn_unusable
 from ..spec.tcp import DISCOVERY_PORT, IO_PORT
 from ..target import persist
 from ..target.fabrics import Port
@@ -225,6 +231,57 @@ def config_lock(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _running_marker(path: str) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.serve")
+
+
+def hold_running_marker(path: str, data_dir: str) -> int | None:
+    """Say that a serve runs configuration ``path`` with ``data_dir`` (a
+    shared ``fcntl`` lock on ``.NAME.serve`` beside it, held until the
+    descriptor closes; the file names the data directory, for
+    ``nvmestack target --config`` without ``--data-dir``); the descriptor,
+    or None when it cannot be made."""
+    try:
+        fd = os.open(_running_marker(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    text = json.dumps({"data_dir": data_dir}).encode()
+    try:
+        if os.pread(fd, len(text) + 1, 0) != text:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text, 0)
+    except OSError:
+        pass
+    return fd
+
+
+def served_data_dir(path: str) -> str | None:
+    """The data directory the last serve of configuration ``path`` used."""
+    try:
+        with open(_running_marker(path)) as f:
+            value = json.load(f).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and os.path.isabs(value) else None
+
+
+def serve_running(path: str) -> bool:
+    """Whether a serve runs configuration ``path`` now."""
+    try:
+        fd = os.open(_running_marker(path), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases a lock it got
+    return False
 
 
 def read_config(path: str) -> dict:
@@ -435,6 +492,27 @@ def namespace_files(nss: dict, directory: str) -> list[str]:
     return files
 
 
+def subsystem_name_warning(nqn: str) -> str | None:
+    """What to warn about a subsystem's name (``None``: nothing); raises
+    :class:`ServeError` for a name no subsystem can have.  A name outside
+    the NQN syntax is served, as Linux's nvmet serves it (blktests names
+    its subsystem ``blktests-subsystem-1``)."""
+    problem = nqn_unusable(nqn)
+    if problem is not None or nqn == DISCOVERY_NQN:
+        raise ServeError(f"{nqn!r} is not a usable subsystem NQN: {problem or 'the discovery NQN'}")
+    problem = nqn_problem(nqn)
+    if problem is not None:
+        return f"{nqn!r} is not in NQN form ({problem}); served anyway, as Linux's nvmet does"
+    return None
+
+
+def _warn_names(nqns) -> None:
+    for nqn in nqns:
+        warning = subsystem_name_warning(nqn)
+        if warning:
+            log.warning("subsystem %s", warning)
+
+
 def check_config(config: Any, where: str, base: str, data_dir: str | None = None) -> ParsedConfig:
     """Check a whole configuration (``where`` names it in messages; ``base``
     is the directory relative namespace paths are relative to; ``data_dir``,
@@ -457,9 +535,10 @@ def check_config(config: Any, where: str, base: str, data_dir: str | None = None
         if not isinstance(entry, dict) or not isinstance(entry.get("nqn"), str):
             raise ServeError(f"{sw}: a subsystem needs an \"nqn\"")
         nqn = entry["nqn"]
-        problem = nqn_problem(nqn)
-        if problem is not None or nqn == DISCOVERY_NQN:
-            raise ServeError(f"{sw}: {nqn!r} is not a usable subsystem NQN: {problem or 'the discovery NQN'}")
+        try:
+            subsystem_name_warning(nqn)
+        except ServeError as exc:
+            raise ServeError(f"{sw}: {exc}") from None
         if nqn in entries:
             raise ServeError(f"{sw}: subsystem {nqn} appears twice")
         name = _safe_name(nqn)
@@ -619,6 +698,21 @@ def _size_text(nbytes: int) -> str:
 _DEFERRED_ATTRS = ("serial", "model", "firmware", "ieee_oui", "max_namespaces", "capacity")
 
 
+def deferred_attributes(old_spec: dict, new_spec: dict) -> list[str]:
+    """The changes of a subsystem's attributes a running serve cannot take
+    (hosts have read them in Identify Controller): applied at the next start."""
+    return [f"{key} changed" for key in _DEFERRED_ATTRS if old_spec[key] != new_spec[key]]
+
+
+def changes_serve_cannot_take(old: ParsedConfig, new: ParsedConfig) -> list[str]:
+    """What a running serve would only apply at its next start."""
+    out = []
+    for nqn, spec in new.specs.items():
+        if nqn in old.specs:
+            out += [f"{nqn}: {text}" for text in deferred_attributes(old.specs[nqn], spec)]
+    return out
+
+
 class _SubsystemPlan:
     """What a changed entry does to a running subsystem."""
 
@@ -633,8 +727,10 @@ class _SubsystemPlan:
         new_ns = {s["nsid"]: raw for raw, s in zip(new.get("namespaces") or [], self.spec["namespaces"])}
         self.remove = sorted(n for n in old_ns if n not in new_ns)
         self.add = [s for s in self.spec["namespaces"] if s["nsid"] not in old_ns]
-        self.deferred = [f"namespace {n} changed" for n in sorted(new_ns) if n in old_ns and old_ns[n] != new_ns[n]]
-        self.deferred += [f"{key} changed" for key in _DEFERRED_ATTRS if old_spec[key] != self.spec[key]]
+        # A namespace whose definition changed is replaced (identifiers, file ...).
+        self.replace = [s for s in self.spec["namespaces"]
+                        if s["nsid"] in old_ns and old_ns[s["nsid"]] != new_ns[s["nsid"]]]
+        self.deferred = deferred_attributes(old_spec, self.spec)
         self.hosts = (old_spec["allowed_hosts"], old_spec["allow_any_host"]) != (
             self.spec["allowed_hosts"], self.spec["allow_any_host"])
         self.opened: list[tuple[dict, Any]] = []
@@ -643,7 +739,14 @@ class _SubsystemPlan:
                 raise ServeError(f"{where}: namespace {nsd['nsid']} exists already (created by a host?)")
 
     def prepare(self) -> None:
-        for nsd in self.add:
+        for i, nsd in enumerate(self.replace):
+            # What the entry leaves to chance stays as it was on the same file.
+            old = self.sub.namespaces.get(nsd["nsid"])
+            same = old is not None and getattr(old.data, "path", None) == nsd["data_path"]
+            if same:
+                self.replace[i] = dict(nsd, **{key: nsd[key] if nsd[key] is not None else bytes(getattr(old, key))
+                                               for key in ("nguid", "eui64", "uuid")})
+        for nsd in self.add + self.replace:
             try:
                 ns = persist._open_namespace(nsd, self.directory, self.where)
             except ValueError as exc:
@@ -660,13 +763,20 @@ class _SubsystemPlan:
     def commit(self, target: TcpTarget) -> list[str]:
         sub = self.sub
         done = []
-        for nsid in self.remove:
+        replaced = {nsd["nsid"] for nsd in self.replace}
+        bound = getattr(sub, "persistence", None)
+        if bound is not None and replaced:
+            # The new namespaces' files are kept while the old ones go (same files, maybe).
+            bound.reserve(path for nsd, ns in self.opened if nsd["nsid"] in replaced
+                          for path in (ns.data.path, getattr(ns.meta, "path", None)) if path)
+        for nsid in self.remove + sorted(replaced):
             ns = sub.namespaces.get(nsid)
             if ns is None:
                 continue  # deleted by a host meanwhile
             ns.flush()
             sub.remove_namespace(nsid)
-            done.append(f"namespace {nsid} of {self.nqn} removed")
+            if nsid not in replaced:
+                done.append(f"namespace {nsid} of {self.nqn} removed")
         for nsd, ns in self.opened:
             attach = nsd["attach"]
             sub.add_namespace(ns, attach=attach == "all")
@@ -675,7 +785,10 @@ class _SubsystemPlan:
                     ns.attached.update(c for c in attach)
                     ctrls = [sub.controllers[c] for c in attach if c in sub.controllers]
                 sub.namespace_changed([ns.nsid], ctrls)
-            done.append(f"namespace {ns.nsid} of {self.nqn} added ({_size_text(ns.size_bytes)})")
+            if ns.nsid in replaced:
+                done.append(f"namespace {ns.nsid} of {self.nqn} replaced ({_size_text(ns.size_bytes)})")
+            else:
+                done.append(f"namespace {ns.nsid} of {self.nqn} added ({_size_text(ns.size_bytes)})")
         self.opened = []
         if self.hosts:
             with sub.lock:
@@ -721,6 +834,7 @@ class Server:
         if config is None:
             config = default_config()
         parsed = check_config(config, self.where, self.base, self.data_dir)
+        _warn_names(parsed.entries)
         self.ports_from_args = _ports_from_args(args)
         port_specs = implicit_ports(args) if self.ports_from_args or parsed.ports is None else parsed.ports
         try:
@@ -735,6 +849,7 @@ class Server:
         self._stop_watching = threading.Event()
         self._reload_now = threading.Event()
         self.target = TcpTarget()
+        self._running_fd: int | None = None
         created: list[str] = []  # subsystem directories this start made
         try:
             # The ports first: a port in use fails before any file is made.
@@ -755,6 +870,8 @@ class Server:
             for directory in created:  # a failed start leaves nothing behind
                 shutil.rmtree(directory, ignore_errors=True)
             raise
+        if self.config_path:  # 'nvmestack target' refuses what a running serve cannot take
+            self._running_fd = hold_running_marker(self.config_path, self.data_dir)
         self.config = config
         self.parsed = parsed
 
@@ -783,6 +900,9 @@ class Server:
             for sub in self._subs.values():
                 sub.close()
             self._subs = {}
+            fd, self._running_fd = getattr(self, "_running_fd", None), None
+            if fd is not None:
+                os.close(fd)
 
     # -- live changes -----------------------------------------------------------------
 
@@ -850,6 +970,7 @@ class Server:
                     return []
                 config = read_config(self.config_path)
             parsed = check_config(config, self.where, self.base, self.data_dir)
+            _warn_names([n for n in parsed.entries if n not in self.parsed.entries])
             changes = self._apply(parsed)
             self.config = config
             self.parsed = parsed
@@ -943,8 +1064,10 @@ class Server:
             self.target.remove_subsystem(nqn)  # its controllers' connections close
             for conn in conns:  # no command of theirs still running when the namespaces close
                 conn.wait_closed(10.0)
-            sub.close()  # flushed and saved; its directory stays
-            changes.append(f"subsystem {nqn} removed")
+            sub.close()  # flushed and saved
+            # Its directory goes with it: a later subsystem of that name starts afresh.
+            shutil.rmtree(os.path.join(self.data_dir, _safe_name(nqn)), ignore_errors=True)
+            changes.append(f"subsystem {nqn} removed (its data directory deleted)")
         return changes
 
     # -- what to tell the user ------------------------------------------------------------

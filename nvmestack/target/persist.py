@@ -230,6 +230,12 @@ class Persistence:
             self.closed = True
             _write_marker(self.directory)
 
+    def reserve(self, paths) -> None:
+        """Keep files of the directory that no namespace uses yet (a
+        namespace about to be added on them) until one does."""
+        with self.lock:
+            self._reserved.update(os.path.abspath(p) for p in paths)
+
     def new_namespace_files(self, nsid: int):
         """The backend factory of a namespace created at run time: fresh
         sparse files (never the file of a namespace deleted earlier)."""

@@ -184,7 +184,7 @@ def test_defaults_are_linux_defaults():
     forever = TcpTransport("127.0.0.1", subnqn=NQN, ctrl_loss_tmo=-1)
     assert forever.max_reconnects is None
     with pytest.raises(ValueError):
-        TcpTransport("127.0.0.1", subnqn="not an nqn")
+        TcpTransport("127.0.0.1", subnqn="x" * 224)  # too long for SUBNQN (any shorter name is carried)
     with pytest.raises(ValueError):
         TcpTransport("127.0.0.1", subnqn=NQN, reconnect_delay=0)
 

@@ -279,7 +279,7 @@ def test_serve_reports_configuration_errors_in_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     for content, needle in (
         ("{not json", "not valid JSON"),
-        (json.dumps({"subsystems": [{"nqn": "bogus"}]}), "not a usable subsystem NQN"),
+        (json.dumps({"subsystems": [{"nqn": ""}]}), "not a usable subsystem NQN"),
         (json.dumps({"subsystems": [{"nqn": "nqn.2026-11.io.nvmestack:x"}],
                      "ports": [{"addr": {"trtype": "rdma", "trsvcid": "4420"}}]}), "only tcp"),
     ):
