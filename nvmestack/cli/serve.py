@@ -14,7 +14,9 @@ The configuration is JSON in the layout of nvmetcli's saved configuration
 (and of ``nvmestack.target.persist``): ``subsystems`` as persist writes them
 (``nqn``, ``allowed_hosts``, ``attr`` with ``allow_any_host``, ``serial``,
 ``model`` ..., ``namespaces`` with ``nsid``, ``nblocks``, ``format``,
-``device`` with ``path`` ...) and ``ports``::
+``device`` with ``path`` ...), ``ports`` and, optionally, ``mdts``
+(Maximum Data Transfer Size: 2**mdts pages of 4 KiB per command; default
+10, 4 MiB; 0: no limit)::
 
     {
       "ports": [
@@ -95,6 +97,7 @@ from typing import Any, Callable, Iterator
 from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, nqn_unusable
 from ..spec.tcp import DISCOVERY_PORT, IO_PORT
 from ..target import persist
+from ..target.controller import DEFAULT_MDTS
 from ..target.fabrics import Port
 from ..target.subsystem import Subsystem
 from ..target.tcp import TcpTarget
@@ -138,6 +141,20 @@ def default_data_dir() -> str:
     return os.path.join(base, "nvmestack")
 
 
+MAX_MDTS = 16  # 256 MiB per command
+
+
+def _mdts(text: str) -> int:
+    """argparse type of --mdts."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_MDTS:
+        raise argparse.ArgumentTypeError(f"{text!r}: 0 (no limit) or 1..{MAX_MDTS} (2**MDTS pages of 4 KiB)")
+    return value
+
+
 def _tcp_port(text: str) -> int:
     """argparse type of --port/--discovery-port: a TCP port number."""
     try:
@@ -173,6 +190,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where namespaces and state are kept (default $XDG_DATA_HOME/nvmestack, "
                         "i.e. ~/.local/share/nvmestack)")
+    p.add_argument("--mdts", metavar="N", type=_mdts, default=None,
+                   help=f"Maximum Data Transfer Size: 2**N pages of 4 KiB per command (default {DEFAULT_MDTS}, "
+                        f"{(4096 << DEFAULT_MDTS) >> 20} MiB; 0: no limit); replaces the configuration's \"mdts\"")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log connections (-v) and more (-vv)")
 
 
@@ -375,6 +395,7 @@ class ParsedConfig:
     entries: dict[str, dict]
     specs: dict[str, dict]
     ports: list[PortSpec] | None
+    mdts: int | None = None  # None: the controllers' default (DEFAULT_MDTS)
 
 
 def _normalize_entry(entry: dict, base: str) -> dict:
@@ -570,7 +591,11 @@ def check_config(config: Any, where: str, base: str, data_dir: str | None = None
     hosts = config.get("hosts", [])
     if not isinstance(hosts, list):
         raise ServeError(f"{where}: \"hosts\" must be a list")
-    return ParsedConfig(entries, specs, ports)
+    mdts = config.get("mdts")
+    if mdts is not None and (isinstance(mdts, bool) or not isinstance(mdts, int) or not 0 <= mdts <= MAX_MDTS):
+        raise ServeError(f"{where}: \"mdts\" must be 0 (no limit) or 1..{MAX_MDTS} (2**mdts pages of 4 KiB), "
+                         f"got {mdts!r}")
+    return ParsedConfig(entries, specs, ports, mdts)
 
 
 def _check_not_served_file(path: str, real_data_dir: str, where: str) -> None:
@@ -848,7 +873,9 @@ class Server:
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
         self._reload_now = threading.Event()
-        self.target = TcpTarget()
+        self.mdts_from_args = getattr(args, "mdts", None)
+        mdts = self.mdts_from_args if self.mdts_from_args is not None else parsed.mdts
+        self.target = TcpTarget(**({} if mdts is None else {"mdts": mdts}))
         self._running_fd: int | None = None
         created: list[str] = []  # subsystem directories this start made
         try:
@@ -1033,6 +1060,11 @@ class Server:
                     del self._ports[pid]
             raise
         changes: list[str] = []
+        if parsed.mdts != self.parsed.mdts and self.mdts_from_args is None:
+            mdts = DEFAULT_MDTS if parsed.mdts is None else parsed.mdts
+            with self.target.lock:  # controllers made from now on; a connected host keeps what it read
+                self.target.controller_options["mdts"] = mdts
+            changes.append(f"mdts {mdts} for new connections ({_size_text(4096 << mdts) if mdts else 'no limit'})")
         for nqn, sub in opened.items():
             self.target.add_subsystem(sub)
             self._subs[nqn] = sub

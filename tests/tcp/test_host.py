@@ -620,10 +620,12 @@ def test_reset_is_a_new_association(live):
 # the block layer on top, and recovery under load
 
 
-def test_block_device_over_tcp(live):
+def test_block_device_over_tcp(env):
     """BlockDevice splits by MDTS and spreads threads over the queues."""
     from nvmestack.host.block import BlockDevice
 
+    env.start_target(mdts=7)  # 512 KiB: the 1 MiB writes below are split
+    live = env
     ctrl = live.connect(io_queues=2)
     dev = BlockDevice(ctrl.namespaces[1], timeout=WAIT)
     assert ctrl.max_transfer < 1 << 20
