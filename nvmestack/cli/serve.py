@@ -1109,15 +1109,15 @@ class Server:
         any host use a subsystem (there is no authentication)."""
         out = []
         with self._lock:
-            ports = [spec for spec, _ in self._ports.values()]
+            ports = list(self._ports.values())
             subs = list(self._subs.values())
-        for spec in sorted(ports, key=lambda p: p.portid):
+        for spec, port in sorted(ports, key=lambda p: p[0].portid):
             if ip_address(spec.traddr).is_loopback:
                 continue
             open_to_all = [sub.nqn for sub in subs if sub.allow_any_host
                            and (spec.subsystems is None or sub.nqn in spec.subsystems)]
             if open_to_all:
-                out.append(f"port {spec.portid} listens on {spec.traddr}:{spec.trsvcid} and lets any host use "
+                out.append(f"port {spec.portid} listens on {spec.traddr}:{port.trsvcid} and lets any host use "
                            f"{', '.join(open_to_all)} without authentication; allow only known hosts with "
                            f"'nvmestack target host add HOSTNQN'")
         return out
