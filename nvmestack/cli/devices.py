@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import urllib.parse
@@ -39,7 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, uuid_nqn
+from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, nqn_unusable, uuid_nqn
 from ..spec.tcp import DISCOVERY_PORT, IO_PORT
 from .common import CliError
 
@@ -175,6 +176,7 @@ class Registry:
             self._unlock()
             raise CliError(f"cannot read {self.path}: {exc}") from None
         self.entries = {k: v for k, v in (data.get("controllers") or {}).items() if isinstance(v, dict)}
+        self._read = json.dumps(self.entries, sort_keys=True)
         return self
 
     def _unlock(self) -> None:
@@ -185,7 +187,7 @@ class Registry:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self.write and exc_type is None:
+            if self.write and exc_type is None and json.dumps(self.entries, sort_keys=True) != self._read:
                 tmp = self.path + ".tmp"
                 with open(tmp, "w") as f:
                     json.dump({"controllers": self.entries}, f, indent=2, sort_keys=True)
@@ -266,7 +268,7 @@ def parse_tcp_url(text: str) -> tuple[dict, int | None]:
             nsid = int(query["nsid"][-1], 0)
         except ValueError:
             raise CliError(f"{text}: invalid nsid") from None
-    problem = nqn_problem(nqn)
+    problem = nqn_unusable(nqn)  # any name a target may serve (Linux's nvmet serves any)
     if problem:
         raise CliError(f"{text}: invalid NQN: {problem}")
     return {"transport": "tcp", "traddr": host, "trsvcid": str(port), "subnqn": nqn}, nsid
@@ -364,11 +366,31 @@ def _open_tcp(entry: dict, options: dict) -> tuple[Any, list]:
     try:
         transport = TcpTransport(entry["traddr"], int(entry["trsvcid"]), subnqn=entry["subnqn"], hostnqn=hostnqn,
                                  hostid=hostid, **topts)
-        ctrl = NvmeController(transport, name=options.pop("name", None), **options)
+        with _init_failure_said_once():
+            ctrl = NvmeController(transport, name=options.pop("name", None), **options)
     except (ControllerDeadError, TransportError, OSError, ValueError) as exc:
         raise CliError(f"failed to connect to {entry['traddr']}:{entry['trsvcid']} {entry['subnqn']}: "
                        f"{_reason(exc)}") from None
     return ctrl, [ctrl.shutdown]
+
+
+class _DeadAtInit(logging.Filter):
+    """Drops the host core's "controller is dead" record: when a controller
+    dies while it is brought up, the command's one error line says why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("%s: controller is dead")
+
+
+@contextlib.contextmanager
+def _init_failure_said_once() -> Iterator[None]:
+    core_log = logging.getLogger("nvmestack.host.core")
+    flt = _DeadAtInit()
+    core_log.addFilter(flt)
+    try:
+        yield
+    finally:
+        core_log.removeFilter(flt)
 
 
 def _reason(exc: BaseException) -> str:
@@ -402,7 +424,8 @@ def _open_drive(entry: dict, options: dict) -> tuple[Any, list]:
         fn = PciFunction(subsys, memory, mode=entry.get("mode", "thread"))
         closers.append(fn.close)
         try:
-            ctrl = NvmeController(PciTransport(fn, memory), name=options.pop("name", None), **options)
+            with _init_failure_said_once():
+                ctrl = NvmeController(PciTransport(fn, memory), name=options.pop("name", None), **options)
         except (ControllerDeadError, OSError, ValueError) as exc:
             raise CliError(f"{path}: the drive did not come up: {_reason(exc)}") from None
         closers.append(ctrl.shutdown)

@@ -73,7 +73,7 @@ def create_drive(path: str, *, nqn: str | None = None, size: int = DEFAULT_DRIVE
             fmt["pi_type"] = pi_type
         nss.append({"nsid": nsid, "nblocks": size // block_size, "format": fmt})
     entry = {"nqn": nqn, "allowed_hosts": [], "attr": attr, "namespaces": nss}
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     config = os.path.join(path, persist.CONFIG_FILE)
     try:
         persist._write_json(config, {"version": persist.FORMAT_VERSION, "subsystems": [entry]})

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from ..spec.fabrics import DISCOVERY_NQN, nqn_problem
+from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, nqn_unusable
 from ..spec.log import (
     DISCOVERY_LOG_ENTRY_SIZE,
     DISCOVERY_LOG_HEADER_SIZE,
@@ -243,7 +243,7 @@ def _probe(entry: dict, io_queues: int) -> None:
 
 
 def _connect_entry(entry: dict, duplicate: bool, io_queues: int = 1) -> str:
-    with Registry() as reg:
+    with Registry(write=False) as reg:  # a failed connect leaves no registry behind
         for name in reg.names():
             if _same_path(reg.entries[name], entry) and not duplicate:
                 raise CliError(f"already connected to {entry['subnqn']} at {entry['traddr']}:{entry['trsvcid']} "
@@ -305,7 +305,7 @@ def _connect(args: argparse.Namespace) -> int:
     _check_unsupported(args)
     if not args.nqn:
         raise CliError("required argument [--nqn | -n] not specified")
-    problem = nqn_problem(args.nqn)
+    problem = nqn_unusable(args.nqn)  # as nvme-cli: any name a target may serve
     if problem:
         raise CliError(f"invalid subsystem NQN {args.nqn!r}: {problem}")
     default_port = DISCOVERY_PORT if args.nqn == DISCOVERY_NQN else IO_PORT

@@ -14,7 +14,9 @@ The configuration is JSON in the layout of nvmetcli's saved configuration
 (and of ``nvmestack.target.persist``): ``subsystems`` as persist writes them
 (``nqn``, ``allowed_hosts``, ``attr`` with ``allow_any_host``, ``serial``,
 ``model`` ..., ``namespaces`` with ``nsid``, ``nblocks``, ``format``,
-``device`` with ``path`` ...) and ``ports``::
+``device`` with ``path`` ...), ``ports`` and, optionally, ``mdts``
+(Maximum Data Transfer Size: 2**mdts pages of 4 KiB per command; default
+10, 4 MiB; 0: no limit)::
 
     {
       "ports": [
@@ -40,12 +42,15 @@ not served.
 
 Each subsystem lives in its own directory of the data directory (named after
 its NQN): its namespaces' sparse files (unless a ``device.path`` says
-otherwise; relative paths are relative to the configuration file), its
+otherwise; relative paths are relative to the configuration file; no two
+namespaces may be on one file, whatever links lead to it), its
 persisted configuration and its state (SMART counters, firmware slots ...),
 kept across restarts.  When the configuration file's entry for a subsystem
 changes while ``serve`` is stopped, the file wins at the next start;
 otherwise what the host changed at run time (namespace management, format)
-is kept.
+is kept.  Removing a subsystem from the configuration deletes its directory
+(a ``device.path`` file stays), so a later subsystem of the same name starts
+afresh.
 
 While it runs, ``serve`` looks at the file every half second (and at once on
 SIGHUP) and applies what changed: namespaces added (connected hosts get the
@@ -53,11 +58,16 @@ Namespace Attribute Changed event and see it) or removed (its data flushed;
 a namespace in a file of its own in the subsystem's directory goes with its
 file, as with delete-ns; a ``device.path`` file stays); subsystems added or
 removed (the controllers of a removed one lose their connections; its
-directory stays); ports added, removed or exposing other subsystems; allowed
-hosts (the discovery log's GENCTR changes).  Other attribute changes (serial,
-model, the definition of an existing namespace) take effect at the next
-start.  A configuration that cannot be applied is logged and the running
-one stays.
+directory, with its own namespace files and state, is deleted);
+ports added, removed or exposing other subsystems; allowed hosts (the
+discovery log's GENCTR changes; a host no longer allowed loses its
+connections at once); a namespace whose definition changed (its UUID,
+NGUID or EUI-64, its file) is replaced: removed and added again, and
+hosts see both through Namespace Attribute Changed events.  Subsystem
+attributes (serial, model, firmware, IEEE OUI, max_namespaces, capacity)
+take effect at the next start; ``nvmestack target`` refuses to change
+them while serve runs.  A configuration that cannot be applied is logged
+and the running one stays.
 
 SIGINT and SIGTERM stop it cleanly: the connections close, every controller
 goes, the namespaces are flushed to stable storage and the state is saved
@@ -75,6 +85,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -83,9 +94,10 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, Callable, Iterator
 
-from ..spec.fabrics import DISCOVERY_NQN, nqn_problem
+from ..spec.fabrics import DISCOVERY_NQN, nqn_problem, nqn_unusable
 from ..spec.tcp import DISCOVERY_PORT, IO_PORT
 from ..target import persist
+from ..target.controller import DEFAULT_MDTS
 from ..target.fabrics import Port
 from ..target.subsystem import Subsystem
 from ..target.tcp import TcpTarget
@@ -129,21 +141,58 @@ def default_data_dir() -> str:
     return os.path.join(base, "nvmestack")
 
 
+MAX_MDTS = 16  # 256 MiB per command
+
+
+def _mdts(text: str) -> int:
+    """argparse type of --mdts."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_MDTS:
+        raise argparse.ArgumentTypeError(f"{text!r}: 0 (no limit) or 1..{MAX_MDTS} (2**MDTS pages of 4 KiB)")
+    return value
+
+
+def _tcp_port(text: str) -> int:
+    """argparse type of --port/--discovery-port: a TCP port number."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0..65535)")
+    return value
+
+
+def _ip_address(text: str) -> str:
+    """argparse type of --addr: an IPv4 or IPv6 address (never a name for
+    the resolver)."""
+    try:
+        return str(ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help=f"JSON configuration: subsystems (namespaces, allowed hosts) and ports; without it, "
                         f"DATA-DIR/{CONFIG_NAME}, written with the embedded default (one subsystem, one 1 GiB "
                         f"namespace) on the first start.  Changes to it are applied while serve runs")
-    p.add_argument("--addr", metavar="ADDR", default=None,
+    p.add_argument("--addr", metavar="ADDR", type=_ip_address, default=None,
                    help=f"address to listen on (default {DEFAULT_ADDR}); with --port/--discovery-port it "
                         f"replaces the configuration's ports")
-    p.add_argument("--port", metavar="PORT", type=int, default=None,
+    p.add_argument("--port", metavar="PORT", type=_tcp_port, default=None,
                    help=f"TCP port of the NVM subsystems (default {IO_PORT}; 0: any free port)")
-    p.add_argument("--discovery-port", metavar="PORT", type=int, default=None,
+    p.add_argument("--discovery-port", metavar="PORT", type=_tcp_port, default=None,
                    help=f"TCP port of the discovery service (default {DISCOVERY_PORT}; 0: any free port)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where namespaces and state are kept (default $XDG_DATA_HOME/nvmestack, "
                         "i.e. ~/.local/share/nvmestack)")
+    p.add_argument("--mdts", metavar="N", type=_mdts, default=None,
+                   help=f"Maximum Data Transfer Size: 2**N pages of 4 KiB per command (default {DEFAULT_MDTS}, "
+                        f"{(4096 << DEFAULT_MDTS) >> 20} MiB; 0: no limit); replaces the configuration's \"mdts\"")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log connections (-v) and more (-vv)")
 
 
@@ -204,6 +253,57 @@ def config_lock(path: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _running_marker(path: str) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.serve")
+
+
+def hold_running_marker(path: str, data_dir: str) -> int | None:
+    """Say that a serve runs configuration ``path`` with ``data_dir`` (a
+    shared ``fcntl`` lock on ``.NAME.serve`` beside it, held until the
+    descriptor closes; the file names the data directory, for
+    ``nvmestack target --config`` without ``--data-dir``); the descriptor,
+    or None when it cannot be made."""
+    try:
+        fd = os.open(_running_marker(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    text = json.dumps({"data_dir": data_dir}).encode()
+    try:
+        if os.pread(fd, len(text) + 1, 0) != text:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text, 0)
+    except OSError:
+        pass
+    return fd
+
+
+def served_data_dir(path: str) -> str | None:
+    """The data directory the last serve of configuration ``path`` used."""
+    try:
+        with open(_running_marker(path)) as f:
+            value = json.load(f).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and os.path.isabs(value) else None
+
+
+def serve_running(path: str) -> bool:
+    """Whether a serve runs configuration ``path`` now."""
+    try:
+        fd = os.open(_running_marker(path), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases a lock it got
+    return False
+
+
 def read_config(path: str) -> dict:
     try:
         with open(path, "rb") as f:
@@ -237,7 +337,7 @@ def write_config(path: str, config: dict) -> None:
         mode = 0o666 & ~umask
     tmp = None
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
         with os.fdopen(fd, "w") as f:
             json.dump(config, f, indent=2)
@@ -259,7 +359,7 @@ def write_config(path: str, config: dict) -> None:
 def ensure_config(path: str) -> bool:
     """Write the embedded default to ``path`` unless a file is there;
     returns whether it did."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", mode=0o700, exist_ok=True)
     with config_lock(path):
         if os.path.lexists(path):
             return False
@@ -295,6 +395,7 @@ class ParsedConfig:
     entries: dict[str, dict]
     specs: dict[str, dict]
     ports: list[PortSpec] | None
+    mdts: int | None = None  # None: the controllers' default (DEFAULT_MDTS)
 
 
 def _normalize_entry(entry: dict, base: str) -> dict:
@@ -399,9 +500,46 @@ def _parse_ports(ports: Any, where: str, known: set[str]) -> list[PortSpec]:
     return out
 
 
-def check_config(config: Any, where: str, base: str) -> ParsedConfig:
+def namespace_files(nss: dict, directory: str) -> list[str]:
+    """The files a namespace (persist's reading of its entry) keeps its
+    blocks in, ``directory`` being its subsystem's directory (where the
+    default ``nsN.data``/``nsN.meta`` are)."""
+    fmt = nss["formats"][nss["lba_format"]]
+    own = not nss.get("explicit_path")
+    data = os.path.join(directory, f"ns{nss['nsid']}.data") if own else nss["data_path"]
+    files = [data]
+    if fmt.metadata_size:
+        files.append(nss["meta_path"] or os.path.join(directory, f"ns{nss['nsid']}.meta"))
+    return files
+
+
+def subsystem_name_warning(nqn: str) -> str | None:
+    """What to warn about a subsystem's name (``None``: nothing); raises
+    :class:`ServeError` for a name no subsystem can have.  A name outside
+    the NQN syntax is served, as Linux's nvmet serves it (blktests names
+    its subsystem ``blktests-subsystem-1``)."""
+    problem = nqn_unusable(nqn)
+    if problem is not None or nqn == DISCOVERY_NQN:
+        raise ServeError(f"{nqn!r} is not a usable subsystem NQN: {problem or 'the discovery NQN'}")
+    problem = nqn_problem(nqn)
+    if problem is not None:
+        return f"{nqn!r} is not in NQN form ({problem}); served anyway, as Linux's nvmet does"
+    return None
+
+
+def _warn_names(nqns) -> None:
+    for nqn in nqns:
+        warning = subsystem_name_warning(nqn)
+        if warning:
+            log.warning("subsystem %s", warning)
+
+
+def check_config(config: Any, where: str, base: str, data_dir: str | None = None) -> ParsedConfig:
     """Check a whole configuration (``where`` names it in messages; ``base``
-    is the directory relative namespace paths are relative to).  Raises
+    is the directory relative namespace paths are relative to; ``data_dir``,
+    when given, is the data directory, whose subsystem directories hold the
+    namespaces' default files).  Two namespaces on one file (through a
+    symbolic or hard link, or a default file) are refused.  Raises
     :class:`ServeError` with one line saying what is wrong."""
     if not isinstance(config, dict):
         raise ServeError(f"{where}: expected a JSON object")
@@ -411,15 +549,17 @@ def check_config(config: Any, where: str, base: str) -> ParsedConfig:
     entries: dict[str, dict] = {}
     specs: dict[str, dict] = {}
     dirs: dict[str, str] = {}
-    paths: dict[str, str] = {}
+    files: dict[Any, str] = {}  # (device, inode) or real path -> which namespace
+    real_data_dir = os.path.realpath(data_dir) if data_dir else None
     for i, entry in enumerate(entries_in):
         sw = f"{where}: subsystems[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("nqn"), str):
             raise ServeError(f"{sw}: a subsystem needs an \"nqn\"")
         nqn = entry["nqn"]
-        problem = nqn_problem(nqn)
-        if problem is not None or nqn == DISCOVERY_NQN:
-            raise ServeError(f"{sw}: {nqn!r} is not a usable subsystem NQN: {problem or 'the discovery NQN'}")
+        try:
+            subsystem_name_warning(nqn)
+        except ServeError as exc:
+            raise ServeError(f"{sw}: {exc}") from None
         if nqn in entries:
             raise ServeError(f"{sw}: subsystem {nqn} appears twice")
         name = _safe_name(nqn)
@@ -430,14 +570,19 @@ def check_config(config: Any, where: str, base: str) -> ParsedConfig:
         spec = _parse_entry(normalized, sw, base)
         for k, (nsd, nss) in enumerate(zip(normalized.get("namespaces") or [], spec["namespaces"])):
             device = nsd.get("device") or {}
-            if not device.get("path"):
-                continue
             nw = f"{sw}: namespaces[{k}]"
-            path = nss["data_path"]
-            if path in paths:
-                raise ServeError(f"{nw}: {path} is already the file of {paths[path]}")
-            paths[path] = f"namespace {nss['nsid']} of {nqn}"
-            _check_namespace_file(nss, nw)
+            explicit = bool(device.get("path"))
+            if explicit and real_data_dir is not None:
+                _check_not_served_file(nss["data_path"], real_data_dir, nw)
+            if explicit or data_dir is not None:
+                directory = os.path.join(data_dir, name) if data_dir else base
+                for path in namespace_files(dict(nss, explicit_path=explicit), directory):
+                    key = persist._file_key(path)
+                    if key in files:
+                        raise ServeError(f"{nw}: {path} is already the file of {files[key]}")
+                    files[key] = f"namespace {nss['nsid']} of {nqn}"
+            if explicit:
+                _check_namespace_file(nss, nw)
         entries[nqn] = normalized
         specs[nqn] = spec
     ports = None
@@ -446,7 +591,21 @@ def check_config(config: Any, where: str, base: str) -> ParsedConfig:
     hosts = config.get("hosts", [])
     if not isinstance(hosts, list):
         raise ServeError(f"{where}: \"hosts\" must be a list")
-    return ParsedConfig(entries, specs, ports)
+    mdts = config.get("mdts")
+    if mdts is not None and (isinstance(mdts, bool) or not isinstance(mdts, int) or not 0 <= mdts <= MAX_MDTS):
+        raise ServeError(f"{where}: \"mdts\" must be 0 (no limit) or 1..{MAX_MDTS} (2**mdts pages of 4 KiB), "
+                         f"got {mdts!r}")
+    return ParsedConfig(entries, specs, ports, mdts)
+
+
+def _check_not_served_file(path: str, real_data_dir: str, where: str) -> None:
+    """A namespace's ``device.path`` may not be a file serve keeps in its
+    data directory (another namespace's blocks, a subsystem's state)."""
+    real = os.path.realpath(path)
+    parent, name = os.path.split(real)
+    if os.path.dirname(parent) == real_data_dir and (
+            persist._OWN_FILE.match(name) or name in (persist.CONFIG_FILE, persist.STATE_FILE, _APPLIED)):
+        raise ServeError(f"{where}: {path} is a file serve keeps for the subsystem in {parent}")
 
 
 def _check_namespace_file(nss: dict, where: str) -> None:
@@ -495,7 +654,7 @@ def _open_subsystem(entry: dict, data_dir: str, where: str) -> Subsystem:
     wins when it differs from the one last applied there."""
     directory = os.path.join(data_dir, _safe_name(entry["nqn"]))
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise ServeError(f"{where}: cannot create {directory}: {exc.strerror}") from None
     applied_path = _applied_path(directory)
@@ -564,6 +723,21 @@ def _size_text(nbytes: int) -> str:
 _DEFERRED_ATTRS = ("serial", "model", "firmware", "ieee_oui", "max_namespaces", "capacity")
 
 
+def deferred_attributes(old_spec: dict, new_spec: dict) -> list[str]:
+    """The changes of a subsystem's attributes a running serve cannot take
+    (hosts have read them in Identify Controller): applied at the next start."""
+    return [f"{key} changed" for key in _DEFERRED_ATTRS if old_spec[key] != new_spec[key]]
+
+
+def changes_serve_cannot_take(old: ParsedConfig, new: ParsedConfig) -> list[str]:
+    """What a running serve would only apply at its next start."""
+    out = []
+    for nqn, spec in new.specs.items():
+        if nqn in old.specs:
+            out += [f"{nqn}: {text}" for text in deferred_attributes(old.specs[nqn], spec)]
+    return out
+
+
 class _SubsystemPlan:
     """What a changed entry does to a running subsystem."""
 
@@ -578,8 +752,10 @@ class _SubsystemPlan:
         new_ns = {s["nsid"]: raw for raw, s in zip(new.get("namespaces") or [], self.spec["namespaces"])}
         self.remove = sorted(n for n in old_ns if n not in new_ns)
         self.add = [s for s in self.spec["namespaces"] if s["nsid"] not in old_ns]
-        self.deferred = [f"namespace {n} changed" for n in sorted(new_ns) if n in old_ns and old_ns[n] != new_ns[n]]
-        self.deferred += [f"{key} changed" for key in _DEFERRED_ATTRS if old_spec[key] != self.spec[key]]
+        # A namespace whose definition changed is replaced (identifiers, file ...).
+        self.replace = [s for s in self.spec["namespaces"]
+                        if s["nsid"] in old_ns and old_ns[s["nsid"]] != new_ns[s["nsid"]]]
+        self.deferred = deferred_attributes(old_spec, self.spec)
         self.hosts = (old_spec["allowed_hosts"], old_spec["allow_any_host"]) != (
             self.spec["allowed_hosts"], self.spec["allow_any_host"])
         self.opened: list[tuple[dict, Any]] = []
@@ -588,7 +764,14 @@ class _SubsystemPlan:
                 raise ServeError(f"{where}: namespace {nsd['nsid']} exists already (created by a host?)")
 
     def prepare(self) -> None:
-        for nsd in self.add:
+        for i, nsd in enumerate(self.replace):
+            # What the entry leaves to chance stays as it was on the same file.
+            old = self.sub.namespaces.get(nsd["nsid"])
+            same = old is not None and getattr(old.data, "path", None) == nsd["data_path"]
+            if same:
+                self.replace[i] = dict(nsd, **{key: nsd[key] if nsd[key] is not None else bytes(getattr(old, key))
+                                               for key in ("nguid", "eui64", "uuid")})
+        for nsd in self.add + self.replace:
             try:
                 ns = persist._open_namespace(nsd, self.directory, self.where)
             except ValueError as exc:
@@ -605,13 +788,20 @@ class _SubsystemPlan:
     def commit(self, target: TcpTarget) -> list[str]:
         sub = self.sub
         done = []
-        for nsid in self.remove:
+        replaced = {nsd["nsid"] for nsd in self.replace}
+        bound = getattr(sub, "persistence", None)
+        if bound is not None and replaced:
+            # The new namespaces' files are kept while the old ones go (same files, maybe).
+            bound.reserve(path for nsd, ns in self.opened if nsd["nsid"] in replaced
+                          for path in (ns.data.path, getattr(ns.meta, "path", None)) if path)
+        for nsid in self.remove + sorted(replaced):
             ns = sub.namespaces.get(nsid)
             if ns is None:
                 continue  # deleted by a host meanwhile
             ns.flush()
             sub.remove_namespace(nsid)
-            done.append(f"namespace {nsid} of {self.nqn} removed")
+            if nsid not in replaced:
+                done.append(f"namespace {nsid} of {self.nqn} removed")
         for nsd, ns in self.opened:
             attach = nsd["attach"]
             sub.add_namespace(ns, attach=attach == "all")
@@ -620,18 +810,24 @@ class _SubsystemPlan:
                     ns.attached.update(c for c in attach)
                     ctrls = [sub.controllers[c] for c in attach if c in sub.controllers]
                 sub.namespace_changed([ns.nsid], ctrls)
-            done.append(f"namespace {ns.nsid} of {self.nqn} added ({_size_text(ns.size_bytes)})")
+            if ns.nsid in replaced:
+                done.append(f"namespace {ns.nsid} of {self.nqn} replaced ({_size_text(ns.size_bytes)})")
+            else:
+                done.append(f"namespace {ns.nsid} of {self.nqn} added ({_size_text(ns.size_bytes)})")
         self.opened = []
         if self.hosts:
             with sub.lock:
                 sub.allowed_hosts = set(self.spec["allowed_hosts"])
                 sub.allow_any_host = self.spec["allow_any_host"]
+            cut = target.cut_disallowed(sub)  # a revoked host keeps no association
             target.discovery_changed()
             bound = getattr(sub, "persistence", None)
             if bound is not None:
                 bound.save_config()
             who = "any host" if sub.allow_any_host else ", ".join(sorted(sub.allowed_hosts)) or "no host"
             done.append(f"hosts of {self.nqn}: {who}")
+            for host in sorted({c.hostnqn for c in cut}):
+                done.append(f"host {host} may no longer use {self.nqn}: its connections closed")
         if self.deferred:
             done.append(f"{self.nqn}: {', '.join(self.deferred)}: takes effect when serve restarts")
         else:
@@ -662,11 +858,12 @@ class Server:
         self.edit_options = f" --config {shlex.quote(self.config_path)}" if self.config_path else ""
         if config is None:
             config = default_config()
-        parsed = check_config(config, self.where, self.base)
+        parsed = check_config(config, self.where, self.base, self.data_dir)
+        _warn_names(parsed.entries)
         self.ports_from_args = _ports_from_args(args)
         port_specs = implicit_ports(args) if self.ports_from_args or parsed.ports is None else parsed.ports
         try:
-            os.makedirs(self.data_dir, exist_ok=True)
+            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ServeError(f"cannot create {self.data_dir}: {exc.strerror}") from None
         self._subs: dict[str, Subsystem] = {}
@@ -676,21 +873,32 @@ class Server:
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
         self._reload_now = threading.Event()
-        self.target = TcpTarget()
+        self.mdts_from_args = getattr(args, "mdts", None)
+        mdts = self.mdts_from_args if self.mdts_from_args is not None else parsed.mdts
+        self.target = TcpTarget(**({} if mdts is None else {"mdts": mdts}))
+        self._running_fd: int | None = None
+        created: list[str] = []  # subsystem directories this start made
         try:
-            os.makedirs(self.data_dir, exist_ok=True)
+            # The ports first: a port in use fails before any file is made.
+            for spec in port_specs:
+                self._ports[spec.portid] = (spec, self._listen(spec))
             for i, (nqn, entry) in enumerate(parsed.entries.items()):
+                directory = os.path.join(self.data_dir, _safe_name(nqn))
+                if not os.path.lexists(directory):
+                    created.append(directory)
                 sub = _open_subsystem(entry, self.data_dir, f"{self.where}: subsystems[{i}]")
                 self._subs[nqn] = sub
                 try:
                     self.target.add_subsystem(sub)
                 except ValueError as exc:
                     raise ServeError(f"{self.where}: subsystems[{i}]: {exc}") from None
-            for spec in port_specs:
-                self._ports[spec.portid] = (spec, self._listen(spec))
         except BaseException:
             self.close()
+            for directory in created:  # a failed start leaves nothing behind
+                shutil.rmtree(directory, ignore_errors=True)
             raise
+        if self.config_path:  # 'nvmestack target' refuses what a running serve cannot take
+            self._running_fd = hold_running_marker(self.config_path, self.data_dir)
         self.config = config
         self.parsed = parsed
 
@@ -719,6 +927,9 @@ class Server:
             for sub in self._subs.values():
                 sub.close()
             self._subs = {}
+            fd, self._running_fd = getattr(self, "_running_fd", None), None
+            if fd is not None:
+                os.close(fd)
 
     # -- live changes -----------------------------------------------------------------
 
@@ -771,6 +982,9 @@ class Server:
                 return None
         for text in changes:
             self.on_change(text)
+        if changes:
+            for text in self.security_warnings():
+                log.warning("%s", text)
         return changes
 
     def reload(self, config: dict | None = None) -> list[str]:
@@ -782,7 +996,8 @@ class Server:
                 if self.config_path is None:
                     return []
                 config = read_config(self.config_path)
-            parsed = check_config(config, self.where, self.base)
+            parsed = check_config(config, self.where, self.base, self.data_dir)
+            _warn_names([n for n in parsed.entries if n not in self.parsed.entries])
             changes = self._apply(parsed)
             self.config = config
             self.parsed = parsed
@@ -845,6 +1060,11 @@ class Server:
                     del self._ports[pid]
             raise
         changes: list[str] = []
+        if parsed.mdts != self.parsed.mdts and self.mdts_from_args is None:
+            mdts = DEFAULT_MDTS if parsed.mdts is None else parsed.mdts
+            with self.target.lock:  # controllers made from now on; a connected host keeps what it read
+                self.target.controller_options["mdts"] = mdts
+            changes.append(f"mdts {mdts} for new connections ({_size_text(4096 << mdts) if mdts else 'no limit'})")
         for nqn, sub in opened.items():
             self.target.add_subsystem(sub)
             self._subs[nqn] = sub
@@ -876,11 +1096,31 @@ class Server:
             self.target.remove_subsystem(nqn)  # its controllers' connections close
             for conn in conns:  # no command of theirs still running when the namespaces close
                 conn.wait_closed(10.0)
-            sub.close()  # flushed and saved; its directory stays
-            changes.append(f"subsystem {nqn} removed")
+            sub.close()  # flushed and saved
+            # Its directory goes with it: a later subsystem of that name starts afresh.
+            shutil.rmtree(os.path.join(self.data_dir, _safe_name(nqn)), ignore_errors=True)
+            changes.append(f"subsystem {nqn} removed (its data directory deleted)")
         return changes
 
     # -- what to tell the user ------------------------------------------------------------
+
+    def security_warnings(self) -> list[str]:
+        """One line per port on an address other hosts can reach that lets
+        any host use a subsystem (there is no authentication)."""
+        out = []
+        with self._lock:
+            ports = list(self._ports.values())
+            subs = list(self._subs.values())
+        for spec, port in sorted(ports, key=lambda p: p[0].portid):
+            if ip_address(spec.traddr).is_loopback:
+                continue
+            open_to_all = [sub.nqn for sub in subs if sub.allow_any_host
+                           and (spec.subsystems is None or sub.nqn in spec.subsystems)]
+            if open_to_all:
+                out.append(f"port {spec.portid} listens on {spec.traddr}:{port.trsvcid} and lets any host use "
+                           f"{', '.join(open_to_all)} without authentication; allow only known hosts with "
+                           f"'nvmestack target host add HOSTNQN'")
+        return out
 
     def describe(self) -> list[str]:
         lines = ["nvmestack serve: NVMe/TCP target running"]
@@ -949,17 +1189,43 @@ def _signature(path: str) -> tuple | None:
     return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
 
+def _missing_ancestor(path: str) -> str | None:
+    """The outermost directory of ``path`` (itself included) that does not
+    exist yet, or None when ``path`` exists."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.lexists(path):
+        missing = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
 def run(args: argparse.Namespace) -> int:
     level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     path, data_dir = config_location(args.config, args.data_dir)
-    if not args.config:
-        try:
-            if ensure_config(path):
-                print(f"nvmestack serve: wrote the embedded default configuration to {path}", flush=True)
-        except OSError as exc:
-            raise ServeError(f"{path}: cannot be written: {exc.strerror or exc}") from None
-    server = Server(read_config(path), data_dir, args, config_path=path)
+    made_dir = _missing_ancestor(data_dir)  # what a failed start removes again
+    wrote_default = False
+    try:
+        if not args.config:
+            try:
+                wrote_default = ensure_config(path)
+            except OSError as exc:
+                raise ServeError(f"{path}: cannot be written: {exc.strerror or exc}") from None
+        server = Server(read_config(path), data_dir, args, config_path=path)
+    except BaseException:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+        elif wrote_default:
+            for leftover in (path, os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+        raise
+    if wrote_default:
+        print(f"nvmestack serve: wrote the embedded default configuration to {path}", flush=True)
     server.on_change = lambda text: print(f"nvmestack serve: {text}", flush=True)
     if not args.config:
         default_dir = os.path.abspath(default_data_dir())
@@ -980,6 +1246,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         print("\n".join(server.describe()), flush=True)
+        for text in server.security_warnings():
+            print(f"nvmestack serve: warning: {text}", file=sys.stderr, flush=True)
         server.watch()
         while not stop.wait(1.0):
             pass

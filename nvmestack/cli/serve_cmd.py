@@ -16,7 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
         return run(args)
     except ServeError as exc:
         print(f"nvmestack serve: {exc}", file=sys.stderr)
-        return 2
+        return 1  # as every other command (nvme-cli's convention)
 
 
 @command("serve", "run the NVMe/TCP target (from --config FILE, or DATA-DIR/target.json)",

@@ -19,7 +19,8 @@ with one line and the file stays as it was.
     nvmestack target subsystem add NQN [--serial S] [--model M] [--allow-any-host|--no-allow-any-host] [--host H]...
     nvmestack target subsystem set NQN [--serial S] [--model M] [--allow-any-host|--no-allow-any-host]
     nvmestack target subsystem remove NQN
-    nvmestack target namespace add [--nqn NQN] [-n NSID] (--size SIZE | --path FILE) [-b 512|4096]
+    nvmestack target namespace add [--nqn NQN] [-n NSID] (--size SIZE | --path FILE [--existing]) [-b 512|4096]
+                                   [--uuid UUID] [--nguid NGUID] [--eui64 EUI64]
     nvmestack target namespace remove [--nqn NQN] -n NSID
     nvmestack target port add -s PORT [-a ADDR] [-t tcp] [--portid N] [--nqn NQN]... [--discovery-only]
     nvmestack target port remove PORTID
@@ -35,6 +36,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import sys
 import uuid as _uuid
 from ipaddress import ip_address
@@ -53,7 +55,11 @@ from .serve import (
     config_lock,
     default_config,
     implicit_ports,
+    changes_serve_cannot_take,
     read_config,
+    serve_running,
+    served_data_dir,
+    subsystem_name_warning,
     write_config,
 )
 
@@ -67,7 +73,10 @@ _BLOCK_SIZES = {f.data_size: i for i, f in reversed(list(enumerate(DEFAULT_LBA_F
 
 
 def _where(args: argparse.Namespace) -> tuple[str, str]:
-    return config_location(getattr(args, "config", None), getattr(args, "data_dir", None))
+    config, data_dir = getattr(args, "config", None), getattr(args, "data_dir", None)
+    if config and not data_dir:  # the data directory serve uses with this file
+        data_dir = served_data_dir(os.path.abspath(config))
+    return config_location(config, data_dir)
 
 
 def _initial(args: argparse.Namespace) -> dict:
@@ -93,20 +102,44 @@ def edit(args: argparse.Namespace, change: Callable[[dict, str, str], str]) -> N
     printed); the result is checked, then written atomically."""
     path, data_dir = _where(args)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with config_lock(path):
             config = read_config(path) if os.path.lexists(path) else _initial(args)
             new = copy.deepcopy(config)
             message = change(new, path, data_dir)
-            check_config(new, path, os.path.dirname(path))
+            parsed = check_config(new, path, os.path.dirname(path), data_dir)
+            running = serve_running(path)
+            try:
+                before = check_config(config, path, os.path.dirname(path), data_dir)
+            except ServeError:
+                before = None
+            if running and before is not None:
+                refused = changes_serve_cannot_take(before, parsed)
+                if refused:
+                    raise CliError(f"{path}: a running serve cannot change {'; '.join(refused)} (hosts have read "
+                                   f"it): stop serve, change it, start serve again")
             if new != config or not os.path.lexists(path):
                 write_config(path, new)
+            if before is not None and not running:  # a running serve deletes them itself
+                _delete_removed(before, parsed, data_dir)
     except ServeError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"{path}: {exc.strerror or exc}") from None
     if message:
         print(message)
+
+
+def _delete_removed(before, after, data_dir: str) -> None:
+    """Delete the directories of subsystems the change removed: a later
+    subsystem of the same name starts afresh (``device.path`` files stay)."""
+    keep = {_safe_name(n) for n in after.entries}
+    for nqn in before.entries:
+        name = _safe_name(nqn)
+        if nqn not in after.entries and name not in keep:
+            directory = os.path.join(data_dir, name)
+            if os.path.isdir(directory) and not os.path.islink(directory):
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -137,11 +170,17 @@ def _find(config: dict, nqn: str | None, path: str) -> dict:
 
 
 def _check_nqn(nqn: str, what: str = "subsystem NQN") -> None:
+    if what == "subsystem NQN":
+        try:
+            warning = subsystem_name_warning(nqn)
+        except ServeError as exc:
+            raise CliError(str(exc)) from None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        return
     problem = nqn_problem(nqn)
     if problem is not None:
         raise CliError(f"{nqn!r} is not a valid {what}: {problem}")
-    if nqn == DISCOVERY_NQN and what == "subsystem NQN":
-        raise CliError(f"{nqn} is the discovery subsystem's NQN")
 
 
 def _ports(config: dict) -> list[dict]:
@@ -434,7 +473,7 @@ def _subsystem_remove(args: argparse.Namespace) -> int:
         for p in config.get("ports") or []:
             if isinstance(p, dict) and isinstance(p.get("subsystems"), list) and args.nqn in p["subsystems"]:
                 p["subsystems"] = [n for n in p["subsystems"] if n != args.nqn]
-        return f"subsystem {args.nqn} removed (its data stays in {os.path.join(data_dir, _safe_name(args.nqn))})"
+        return f"subsystem {args.nqn} removed (its data in {os.path.join(data_dir, _safe_name(args.nqn))} is deleted)"
 
     edit(args, change)
     return 0
@@ -452,6 +491,14 @@ def _namespace_add(args: argparse.Namespace) -> int:
     size = args.size
     if file_path is not None and os.path.isdir(file_path):
         raise CliError(f"{args.path}: is a directory")
+    exists = file_path is not None and os.path.lexists(file_path)
+    if exists and not args.existing:
+        raise CliError(f"{args.path} exists: give --existing to serve its contents as the namespace "
+                       f"(hosts may overwrite them), or a --path that does not exist yet")
+    if args.existing and not exists:
+        raise CliError(f"{args.path or '--existing'}: no such file (--existing serves a file that exists)")
+    if exists and not os.path.isfile(file_path):
+        raise CliError(f"{args.path}: not a regular file")
     if size is None:
         if file_path is None:
             raise CliError("give the namespace's --size, or the --path of its file")
@@ -462,6 +509,8 @@ def _namespace_add(args: argparse.Namespace) -> int:
         raise CliError(f"size {size}: must be a positive multiple of the {bs}-byte block size")
     if file_path is not None and os.path.exists(file_path) and os.path.getsize(file_path) != size:
         raise CliError(f"{args.path} has {os.path.getsize(file_path)} bytes, not {size}")
+
+    ids = _identifiers(args)
 
     def change(config: dict, path: str, data_dir: str) -> str:
         entry = _find(config, args.nqn, path)
@@ -486,10 +535,11 @@ def _namespace_add(args: argparse.Namespace) -> int:
         device: dict[str, Any] = {}
         if file_path is not None:
             device["path"] = file_path
-        # Fixed identifiers, so hosts see the same namespace after any restart.
-        device["nguid"] = str(_uuid.UUID(bytes=os.urandom(16)))
-        device["eui64"] = os.urandom(8).hex()
-        device["uuid"] = str(_uuid.uuid4())
+        # Fixed identifiers (given, else random), so hosts see the same namespace after any restart.
+        device["nguid"] = ids.get("nguid") or str(_uuid.UUID(bytes=os.urandom(16)))
+        device["eui64"] = ids.get("eui64") or os.urandom(8).hex()
+        device["uuid"] = ids.get("uuid") or str(_uuid.uuid4())
+        _check_unique_ids(config, device, path)
         nsd["device"] = device
         namespaces.append(nsd)
         where = file_path or os.path.join(data_dir, _safe_name(entry["nqn"]), f"ns{nsid}.data")
@@ -498,6 +548,48 @@ def _namespace_add(args: argparse.Namespace) -> int:
 
     edit(args, change)
     return 0
+
+
+def _identifiers(args: argparse.Namespace) -> dict[str, str]:
+    """--uuid, --nguid, --eui64 checked and written as the configuration
+    keeps them."""
+    out = {}
+    if args.uuid is not None:
+        try:
+            out["uuid"] = str(_uuid.UUID(args.uuid))
+        except ValueError:
+            raise CliError(f"--uuid {args.uuid!r}: not a UUID") from None
+    for key, size in (("nguid", 16), ("eui64", 8)):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        try:
+            raw = bytes.fromhex(value.replace("-", "").replace(":", ""))
+        except ValueError:
+            raw = b""
+        if len(raw) != size:
+            raise CliError(f"--{key} {value!r}: {size} bytes in hexadecimal")
+        out[key] = str(_uuid.UUID(bytes=raw)) if key == "nguid" else raw.hex()
+    for key, value in out.items():
+        if not value.replace("-", "").strip("0"):
+            raise CliError(f"--{key}: all zeroes means no {key.upper()}; leave it out instead")
+    return out
+
+
+def _check_unique_ids(config: dict, device: dict, path: str) -> None:
+    """No identifier of a new namespace may be another namespace's."""
+    def norm(key, value):
+        return str(value).replace("-", "").replace(":", "").lower()
+
+    for s in _subsystems(config):
+        for nsd in (s.get("namespaces") or []) if isinstance(s, dict) else []:
+            other = nsd.get("device") if isinstance(nsd, dict) else None
+            if not isinstance(other, dict) or other is device:
+                continue
+            for key in ("uuid", "nguid", "eui64"):
+                if other.get(key) and norm(key, other[key]) == norm(key, device[key]):
+                    raise CliError(f"{path}: {key.upper()} {device[key]} is namespace {nsd.get('nsid')} of "
+                                   f"{s.get('nqn')}'s already")
 
 
 def _namespace_remove(args: argparse.Namespace) -> int:
@@ -714,7 +806,7 @@ def _target_parser(p: argparse.ArgumentParser) -> None:
     q.set_defaults(func=_subsystem_set)
     q = actions.add_parser("remove", help="remove a subsystem",
                            description="Remove a subsystem (hosts connected to it are disconnected; its data "
-                           "directory stays).")
+                           "directory is deleted: its own namespace files and state; a --path file stays).")
     q.add_argument("nqn", metavar="NQN")
     _common(q)
     q.set_defaults(func=_subsystem_remove)
@@ -722,15 +814,26 @@ def _target_parser(p: argparse.ArgumentParser) -> None:
     _, actions = _group(sub, "namespace", "add or remove namespaces")
     q = actions.add_parser("add", help="add a namespace",
                            description="Add a namespace: a sparse file of --size in the subsystem's directory, or "
-                           "the file --path (created at --size when missing).  Connected hosts get a Namespace "
-                           "Attribute Changed event.")
+                           "the file --path (created at --size; a file that exists is taken over only with "
+                           "--existing).  A file that is already another namespace's is refused.  Connected hosts "
+                           "get a Namespace Attribute Changed event.")
     _nqn_option(q)
     q.add_argument("-n", "--namespace-id", metavar="NSID", type=number, default=None,
                    help="namespace ID (default: the lowest free one)")
     q.add_argument("--size", metavar="SIZE", type=number, default=None,
                    help="size in bytes (K, M, G, T suffixes: powers of 1024)")
-    q.add_argument("--path", metavar="FILE", default=None, help="the file holding the namespace's blocks")
+    q.add_argument("--path", metavar="FILE", default=None,
+                   help="the file holding the namespace's blocks (created at --size; one that exists needs "
+                        "--existing)")
+    q.add_argument("--existing", action="store_true",
+                   help="--path names a file that exists: serve its contents as the namespace (hosts may "
+                        "overwrite them)")
     q.add_argument("-b", "--block-size", metavar="BS", type=number, default=512, help="logical block size: 512 or 4096")
+    q.add_argument("--uuid", metavar="UUID", default=None, help="the namespace's UUID (default: a random one)")
+    q.add_argument("--nguid", metavar="NGUID", default=None,
+                   help="the namespace's NGUID, 16 bytes in hexadecimal (default: random)")
+    q.add_argument("--eui64", metavar="EUI64", default=None,
+                   help="the namespace's IEEE EUI-64, 8 bytes in hexadecimal (default: random)")
     _common(q)
     q.set_defaults(func=_namespace_add)
     q = actions.add_parser("remove", help="remove a namespace",

@@ -85,6 +85,7 @@ from ..spec.fabrics import (
     PropertyGet,
     PropertySet,
     uuid_nqn,
+    nqn_unusable,
     validate_nqn,
 )
 from ..spec.log import (
@@ -799,7 +800,9 @@ class TcpTransport(Transport):
         hpda: int = 0,
     ):
         super().__init__()
-        validate_nqn(subnqn)
+        problem = nqn_unusable(subnqn)  # a target may serve any name (Linux's nvmet does)
+        if problem is not None:
+            raise ValueError(f"invalid NQN {subnqn!r}: {problem}")
         if hostnqn is None or hostid is None:
             default_nqn, default_id = default_host()
             hostnqn = hostnqn if hostnqn is not None else default_nqn

@@ -24,6 +24,7 @@ from .opcodes import FABRICS_OPCODE, FabricsType
 from .sqe import Command
 
 __all__ = [
+    "nqn_unusable",
     "FabricsCommand",
     "PropertySize",
     "PropertySet",
@@ -331,6 +332,29 @@ def nqn_problem(nqn: str | bytes) -> str | None:
     for label in domain.split("."):
         if not _DOMAIN_LABEL.match(label):
             return f"domain label {label!r} is not 1..63 letters, digits or inner hyphens"
+    return None
+
+
+def nqn_unusable(nqn: str | bytes) -> str | None:
+    """Why ``nqn`` cannot name a subsystem on the wire at all (empty, longer
+    than the 223 bytes of SUBNQN, a NUL or control character, not UTF-8),
+    or ``None``.  A name that is carried but breaks the NQN syntax (Linux's
+    nvmet accepts any name, e.g. blktests' ``blktests-subsystem-1``) is
+    :func:`nqn_problem`'s business."""
+    if isinstance(nqn, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(nqn).decode("utf-8")
+        except UnicodeDecodeError:
+            return "not valid UTF-8"
+    else:
+        text = nqn
+    if not text:
+        return "empty"
+    size = len(text.encode("utf-8"))
+    if size > NQN_MAX_LEN:
+        return f"{size} bytes long, the maximum is {NQN_MAX_LEN}"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return "contains a control character"
     return None
 
 

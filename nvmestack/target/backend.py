@@ -228,14 +228,14 @@ def _fallocate():
 
 
 class FileBackend(Backend):
-    """A sparse file.  Created (sparse) at ``size`` when missing; an
+    """A sparse file.  Created (sparse, mode 0600) at ``size`` when missing; an
     existing file keeps its contents.  ``sync=True`` opens it O_DSYNC so
     every write is durable when it returns (volatile write cache off)."""
 
     def __init__(self, path: str | os.PathLike, size: int | None = None, *, sync: bool = False):
         self.path = os.fspath(path)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags, 0o644)
+        self._fd = os.open(self.path, flags, 0o600)  # a namespace's data is nobody else's
         self._sync_fd = os.open(self.path, os.O_RDWR | os.O_DSYNC | getattr(os, "O_CLOEXEC", 0)) if sync else None
         current = os.fstat(self._fd).st_size
         if size is None:

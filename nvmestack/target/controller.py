@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .namespace import Namespace
     from .subsystem import Subsystem
 
-__all__ = ["Controller", "QueueOps", "AsyncEventType", "NSSR_SIGNATURE"]
+__all__ = ["Controller", "QueueOps", "AsyncEventType", "DEFAULT_MDTS", "NSSR_SIGNATURE"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,15 @@ class QueueOps(Protocol):
     def delete_cq(self, qid: int) -> None: ...
 
 
+DEFAULT_MDTS = 10
+"""MDTS unless told otherwise: 2**10 pages of 4 KiB, 4 MiB per command.  A
+software target has no DMA engine to size for; 512 KiB made Linux's
+max_hw_sectors_kb 512, so nvme-cli refused a 1025-block write (blktests
+nvme/029) that the kernel target (MDTS 0, no limit) takes.  4 MiB is what
+Linux's PCIe driver allows at most (NVME_MAX_KB_SZ) and keeps a command's
+buffer bounded; ``mdts=0`` lifts the limit, serve's ``--mdts`` and
+configuration ``"mdts"`` choose another."""
+
 class Controller:
     """One controller of an NVM subsystem."""
 
@@ -94,7 +103,7 @@ class Controller:
         fabrics: bool = False,
         queue_ops: QueueOps | None = None,
         mqes: int = 1023,
-        mdts: int = 7,
+        mdts: int | None = None,
         timeout_units: int = 20,
     ):
         self.subsystem = subsystem
@@ -103,7 +112,7 @@ class Controller:
         self.hostid = hostid
         self.fabrics = fabrics
         self.queue_ops = queue_ops
-        self.mdts = mdts  # 2**mdts pages of CAP.MPSMIN (4 KiB): 512 KiB
+        self.mdts = DEFAULT_MDTS if mdts is None else mdts  # 2**mdts pages of CAP.MPSMIN (4 KiB)
         self.lock = threading.RLock()
 
         self._regs_buf = bytearray(ControllerRegisters.SIZE)
@@ -448,7 +457,9 @@ class Controller:
             else:
                 entry.parm_error_location = 0xFFFF
             entry.lba = err.lba if err is not None and err.lba is not None else 0
-            entry.nsid = req.sqe.nsid
+            # A Fabrics command has no NSID (bytes 4-7 hold FCTYPE): "not
+            # specific to a namespace" is FFFFFFFFh.
+            entry.nsid = 0xFFFFFFFF if req.opcode == 0x7F and self.fabrics else req.sqe.nsid
             self.error_log.appendleft(bytes(entry))
 
     # ------------------------------------------------------------------

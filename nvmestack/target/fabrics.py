@@ -18,8 +18,10 @@ Facts (NVMe over Fabrics 1.1, NVMe 2.0 base spec 6.3 "Connect", Linux
 * Connect on the admin queue (QID 0) creates a controller; in the dynamic
   model CNTLID must be FFFFh.  An unknown SUBNQN is Connect Invalid
   Parameters with IATTR=1 and IPO = 256 (SUBNQN in the Connect data); a
-  host that may not use the subsystem gets Connect Invalid Host with IPO =
-  512 (HOSTNQN); a wrong CNTLID on an I/O queue Connect gets Invalid
+  host that may not use the subsystem gets the very same answer, before any
+  other field is looked at, so that a Connect does not tell a stranger
+  which subsystems exist (Linux answers Connect Invalid Host there; the
+  target's log says which it was); a wrong CNTLID on an I/O queue Connect gets Invalid
   Parameters pointing at CNTLID (16).  SQSIZE 0, or above CAP.MQES on an
   I/O queue, is Invalid Parameters with IATTR=0, IPO = 44 (SQSIZE in the
   SQE); a QID beyond the queues granted is Invalid Queue Identifier; a QID
@@ -266,10 +268,23 @@ class FabricsTarget:
         self.discovery_changed()
 
     def disallow_host(self, nqn: str, hostnqn: str) -> None:
+        """Take ``hostnqn`` off subsystem ``nqn``: its associations end."""
         sub = self.subsystems[nqn]
         with sub.lock:
             sub.allowed_hosts.discard(hostnqn)
+        self.cut_disallowed(sub)
         self.discovery_changed()
+
+    def cut_disallowed(self, subsystem: Subsystem) -> list[Controller]:
+        """End every association with ``subsystem`` of a host it no longer
+        allows (after its allowed hosts or allow_any_host changed); returns
+        the controllers that went."""
+        with self.lock:
+            victims = [c for c in self._assocs if c.subsystem is subsystem and not subsystem.discovery
+                       and not subsystem.host_allowed(c.hostnqn)]
+        for ctrl in victims:
+            self.teardown(ctrl, f"host {ctrl.hostnqn} may no longer use {subsystem.nqn}")
+        return victims
 
     def discovery_changed(self) -> None:
         """The discovery log may have changed: a new GENCTR and a Discovery
@@ -320,6 +335,9 @@ class FabricsTarget:
         sub = self.find_subsystem(subnqn, port)
         if sub is None:
             return _invalid_parameter(_IPO_SUBNQN, True, f"no subsystem {subnqn!r} on port {port.portid}")
+        if not sub.discovery and not sub.host_allowed(hostnqn):
+            # Answered as a missing subsystem: a forbidden one must not reveal that it exists.
+            return _invalid_parameter(_IPO_SUBNQN, True, f"host {hostnqn!r} may not use {sub.nqn}")
         if qid == 0:
             return self._connect_admin(port, cmd, sub, cntlid, hostnqn, hostid, queue, local_addr)
         return self._connect_io(cmd, sub, cntlid, hostnqn, queue)
@@ -327,9 +345,6 @@ class FabricsTarget:
     def _connect_admin(self, port, cmd, sub, cntlid, hostnqn, hostid, queue, local_addr) -> ConnectOutcome:
         if cntlid != CNTLID_DYNAMIC:
             return _invalid_parameter(_IPO_CNTLID, True, f"CNTLID {cntlid:#x}: only the dynamic controller model")
-        if not sub.discovery and not sub.host_allowed(hostnqn):
-            return ConnectOutcome(FabricsStatus.CONNECT_INVALID_HOST.status(dnr=True),
-                                  _ipo(_IPO_HOSTNQN, True), message=f"host {hostnqn!r} may not use {sub.nqn}")
         if cmd.sqsize == 0:
             return _invalid_parameter(_IPO_SQSIZE, False, "SQSIZE 0")
         options = {} if sub.discovery else dict(self.controller_options)

@@ -1,6 +1,7 @@
 """A subsystem that survives a restart: a JSON configuration in the spirit of
 nvmetcli's saved configuration, a state file, and file-backed namespaces,
-all in one directory.
+all in one directory.  Every file is made mode 0600 and the directory 0700:
+the data and the state are the owner's alone.
 
 ::
 
@@ -86,7 +87,7 @@ def save(subsystem: Subsystem, directory: str | os.PathLike) -> None:
     if isinstance(bound, Persistence) and bound.directory == directory:
         bound.checkpoint()
         return
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     paths: dict[int, tuple[str, str | None]] = {}
     for nsid, ns in sorted(subsystem.namespaces.items()):
         with ns.lock:
@@ -229,6 +230,12 @@ class Persistence:
             self.closed = True
             _write_marker(self.directory)
 
+    def reserve(self, paths) -> None:
+        """Keep files of the directory that no namespace uses yet (a
+        namespace about to be added on them) until one does."""
+        with self.lock:
+            self._reserved.update(os.path.abspath(p) for p in paths)
+
     def new_namespace_files(self, nsid: int):
         """The backend factory of a namespace created at run time: fresh
         sparse files (never the file of a namespace deleted earlier)."""
@@ -241,7 +248,7 @@ class Persistence:
             data = os.path.join(directory, f"{stem}.data")
             meta = os.path.join(directory, f"{stem}.meta")
             # Reserve the names until the namespace is in the configuration.
-            open(data, "ab").close()
+            os.close(os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self._reserved.update((data, meta))
         return _file_factory(data, meta)
 
@@ -458,6 +465,7 @@ def _parse_config(config: Any, path: str, directory: str) -> dict:
         w.fail(f"{awhere}.model", "longer than the 40 bytes of Identify Controller MN")
     namespaces = []
     seen = set()
+    files: dict[Any, int] = {}  # no two namespaces on one file (links included)
     for i, nsd in enumerate(w.get(sub, "namespaces", list, where, [])):
         nwhere = f"{where}.namespaces[{i}]"
         if not isinstance(nsd, dict):
@@ -466,6 +474,11 @@ def _parse_config(config: Any, path: str, directory: str) -> dict:
         if ns["nsid"] in seen:
             w.fail(f"{nwhere}.nsid", f"namespace {ns['nsid']} appears twice")
         seen.add(ns["nsid"])
+        for path in _namespace_paths(ns, directory):
+            key = _file_key(path)
+            if key in files:
+                w.fail(nwhere, f"{path} is already the file of namespace {files[key]}")
+            files[key] = ns["nsid"]
         namespaces.append(ns)
     spec["namespaces"] = namespaces
     return spec
@@ -537,6 +550,23 @@ def _parse_namespace(w: _Where, nsd: dict, where: str, directory: str, max_names
         "uuid": uuid,
         "where": where,
     }
+
+
+def _file_key(path: str) -> Any:
+    """What names one file however it is reached: (device, inode) when it
+    exists (symbolic and hard links alike), else its real path."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _namespace_paths(ns: dict, directory: str) -> list[str]:
+    paths = [ns["data_path"]]
+    if ns["formats"][ns["lba_format"]].metadata_size:
+        paths.append(ns["meta_path"] or os.path.join(directory, f"ns{ns['nsid']}.meta"))
+    return paths
 
 
 def _file_factory(data_path: str, meta_path: str):
@@ -763,7 +793,7 @@ def _write_json(path: str, obj: Any) -> None:
 
 def _write_marker(directory: str) -> None:
     path = os.path.join(directory, CLEAN_MARKER)
-    with open(path, "w") as f:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
         f.write("clean\n")
         f.flush()
         os.fsync(f.fileno())

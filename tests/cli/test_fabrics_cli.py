@@ -141,7 +141,7 @@ def test_errors_are_one_line(cli, tcp_target):
         (("connect", "-t", "rdma", "-a", "127.0.0.1", "-n", TCP_NQN), "not supported"),
         (("connect", "-t", "tcp", "-a", "127.0.0.1", "-s", tcp_target.port, "-n", "nqn.2026-11.io.nvmestack:none"),
          "failed to connect"),
-        (("connect", "-t", "tcp", "-a", "127.0.0.1", "-s", tcp_target.port, "-n", "bogus"), "invalid subsystem NQN"),
+        (("connect", "-t", "tcp", "-a", "127.0.0.1", "-s", tcp_target.port, "-n", "x" * 224), "invalid subsystem NQN"),
         (("connect", "-t", "tcp", "-a", "127.0.0.1", "-s", "1", "-n", TCP_NQN), "failed to connect"),
         (("disconnect",), "-n"),
         (("disconnect", "-d", "nvme7"), "Did not find device nvme7"),

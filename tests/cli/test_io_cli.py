@@ -162,9 +162,9 @@ def test_write_from_stdin_and_data_size_rounding(cli, dev):
 
 
 def test_large_transfer_is_split_by_mdts(cli, dev, tmp_path):
-    # 2 MiB: four times the controllers' MDTS (512 KiB); the device refuses
-    # a command above MDTS, so success means the transfer was split.
-    count = 4096
+    # 8 MiB: twice the controllers' MDTS (4 MiB); the device refuses a
+    # command above MDTS, so success means the transfer was split.
+    count = 16384
     data = pattern(count * BLOCK, seed=5)
     src = tmp_path / "big.bin"
     src.write_bytes(data)
@@ -180,11 +180,11 @@ def test_large_transfer_is_split_by_mdts(cli, dev, tmp_path):
 def test_progress_bar_on_a_terminal(cli, tcp_target, monkeypatch):
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    count = 2048  # 1 MiB: two commands of MDTS
+    count = 16384  # 8 MiB: two commands of MDTS (4 MiB)
     rc, raw, err = cli.raw("read", f"{tcp_target.url}?nsid=1", "-c", count - 1)
     assert rc == 0 and raw == bytes(count * BLOCK)  # the bar is on standard error only
     text = err.decode()
-    assert text.startswith("\rread [") and "100.0% 1.0 MiB/1.0 MiB" in text
+    assert text.startswith("\rread [") and "100.0% 8.0 MiB/8.0 MiB" in text
     assert text.endswith("\nread: Success\n")
     # One command: no bar.
     rc, raw, err = cli.raw("read", f"{tcp_target.url}?nsid=1", "-c", "7")

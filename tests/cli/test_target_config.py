@@ -102,10 +102,12 @@ def test_namespace_add_and_remove(target, data_dir, tmp_path):
     ns7 = config_of(data_dir)["subsystems"][0]["namespaces"][2]
     assert ns7["nsid"] == 7 and ns7["nblocks"] == 256 and ns7["format"] == {"lba_format": 3}
     assert ns7["device"]["path"] == str(image)
-    # A file that exists gives the size.
+    # A file that exists is taken over only when asked to (--existing); it gives the size.
     other = tmp_path / "other.img"
     other.write_bytes(bytes(8192))
-    assert target("namespace", "add", "--path", other).rc == 0
+    before = path.read_bytes()
+    refused(target("namespace", "add", "--path", other), "give --existing", path, before)
+    assert target("namespace", "add", "--path", other, "--existing").rc == 0
     assert config_of(data_dir)["subsystems"][0]["namespaces"][3]["nblocks"] == 16
     assert target("show", "-o", "json").json() == config_of(data_dir)
 
@@ -115,7 +117,7 @@ def test_namespace_add_and_remove(target, data_dir, tmp_path):
     refused(target("namespace", "add", "--size", "1M", "-b", "1024"), "block size 1024", path, before)
     refused(target("namespace", "add"), "--size", path, before)
     refused(target("namespace", "add", "--path", tmp_path / "missing.img"), "no such file", path, before)
-    refused(target("namespace", "add", "--path", other, "--size", "1M"), "has 8192 bytes", path, before)
+    refused(target("namespace", "add", "--path", other, "--size", "1M", "--existing"), "has 8192 bytes", path, before)
     refused(target("namespace", "add", "--path", image, "--size", "1M"), "already the file of namespace 7",
             path, before)
     refused(target("namespace", "add", "--size", "1M", "--nqn", NQN_A), f"no subsystem {NQN_A}", path, before)
@@ -151,7 +153,7 @@ def test_subsystems_ports_and_hosts(target, data_dir):
     path = data_dir / "target.json"
     before = path.read_bytes()
     refused(target("subsystem", "add", NQN_A), "exists", path, before)
-    refused(target("subsystem", "add", "nqn.bogus"), "not a valid subsystem NQN", path, before)
+    refused(target("subsystem", "add", "bad\tname"), "not a usable subsystem NQN", path, before)
     refused(target("subsystem", "add", DISCOVERY_NQN), "discovery", path, before)
     refused(target("subsystem", "add", "nqn.2026-11.io.nvmestack::cfg-a"), "would share the directory", path, before)
     refused(target("subsystem", "add", "nqn.2026-11.io.x:y", "--serial", "S" * 21), "1 to 20", path, before)
@@ -200,7 +202,7 @@ def test_subsystems_ports_and_hosts(target, data_dir):
     assert config_of(data_dir)["ports"][0]["subsystems"] == [DEFAULT_NQN, NQN_A]
     # Removing a subsystem takes it off the ports.
     r = target("subsystem", "remove", NQN_A)
-    assert r.rc == 0 and "its data stays" in r.out
+    assert r.rc == 0 and "is deleted" in r.out
     config = config_of(data_dir)
     assert [s["nqn"] for s in config["subsystems"]] == [DEFAULT_NQN, NQN_B]
     assert config["ports"][0]["subsystems"] == [DEFAULT_NQN] and config["ports"][2]["subsystems"] == [NQN_B]
@@ -235,7 +237,7 @@ def test_save_restore_and_clear(target, data_dir, tmp_path):
     for content, needle in (
         ("{not json", "not valid JSON"),
         ("[]", "expected a JSON object"),
-        (json.dumps({"subsystems": [{"nqn": "bogus"}]}), "not a usable subsystem NQN"),
+        (json.dumps({"subsystems": [{"nqn": "x" * 224}]}), "not a usable subsystem NQN"),
         (json.dumps({"subsystems": [{"nqn": NQN_A, "namespaces": [{"nsid": 1}]}]}), "missing 'nblocks'"),
         (json.dumps({"subsystems": [{"nqn": NQN_A, "namespaces": [{"nsid": 1, "nblocks": 8}, {"nsid": 1,
                                                                                                "nblocks": 8}]}]}),
@@ -293,7 +295,7 @@ def test_an_edit_waits_for_the_lock(target, data_dir):
 def test_a_broken_file_is_reported_not_replaced(target, data_dir):
     data_dir.mkdir()
     path = data_dir / "target.json"
-    path.write_text('{"subsystems": [{"nqn": "oops"}]}')
+    path.write_text('{"subsystems": [{"nqn": ""}]}')
     before = path.read_bytes()
     refused(target("namespace", "add", "--size", "1M"), "not a usable subsystem NQN", path, before)
     refused(target("show"), "not a usable subsystem NQN")
@@ -433,7 +435,7 @@ def test_serve_applies_subsystems_ports_and_hosts(served, hosts, cli):
     assert server.target.genctr > genctr
     ctrl_b = hosts(server.port(), NQN_B, hostnqn=OTHER_HOST)
     assert sorted(ctrl_b.namespaces) == [1]
-    with pytest.raises(ControllerDeadError, match="Invalid Host"):
+    with pytest.raises(ControllerDeadError, match="Invalid Parameters"):
         hosts(server.port(), NQN_B)
 
     # Allowing our host: Connect is accepted, the discovery log changed.
@@ -447,7 +449,7 @@ def test_serve_applies_subsystems_ports_and_hosts(served, hosts, cli):
     assert hosts(server.port(), NQN_B).namespaces
     assert cli("target", "host", "remove", "--nqn", NQN_B, HOSTNQN, *config).rc == 0
     wait_for(lambda: HOSTNQN not in server.subsystems[-1].allowed_hosts, "host removed")
-    with pytest.raises(ControllerDeadError, match="Invalid Host"):
+    with pytest.raises(ControllerDeadError, match="Invalid Parameters"):
         hosts(server.port(), NQN_B)
 
     # A new port exposing only B.

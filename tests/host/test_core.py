@@ -67,8 +67,8 @@ def test_probe_and_identify(ctrl, host_subsystem):
     assert isinstance(idc, IdentifyController)
     assert idc.sn == "HOST0001"
     assert idc.mn == "nvmestack host test"
-    # MDTS 7 of 4 KiB pages (the device's default).
-    assert ctrl.max_transfer == (1 << 7) * 4096
+    # MDTS 10 of 4 KiB pages (the device's default): 4 MiB.
+    assert ctrl.max_transfer == (1 << 10) * 4096
     assert ctrl.io_queue_count == 2
     assert ctrl.queues_granted >= 2
     # CC as the driver programmed it: enabled, 4 KiB pages, NVM, RR, 64/16-byte entries.

@@ -58,7 +58,7 @@ def test_identify_controller_fields(subsystem, ctrl):
     assert (c.sn, c.mn, c.fr) == ("SN0001", "nvmestack test", subsystem.firmware_revision)
     assert c.ieee == 0x5CD2E4
     assert c.cmic_multi_ctrl and not c.cmic_sriov
-    assert c.mdts == ctrl.mdts == 7
+    assert c.mdts == ctrl.mdts == 10  # 4 MiB (DEFAULT_MDTS)
     assert c.cntlid == ctrl.cntlid
     assert c.ver == 0x00020000
     assert c.oaes == (1 << 8) | (1 << 9)  # namespace attribute, firmware activation notices

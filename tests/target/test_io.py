@@ -138,21 +138,22 @@ def test_lba_out_of_range(ctrl, ns, opcode_cls):
     assert_ok(ctrl.submit(opcode_cls(nsid=1, slba=ns.nblocks - 1, nblocks=1), sqid=1))
 
 
-def test_transfer_beyond_mdts_is_invalid_field(ctrl, ns):
+def test_transfer_beyond_mdts_is_invalid_field(subsystem, ctrl):
     blocks = ctrl.max_transfer // BS
-    assert_ok(ctrl.submit(Read(nsid=1, slba=0, nblocks=blocks), sqid=1))
-    req = ctrl.submit(Read(nsid=1, slba=0, nblocks=blocks + 1), sqid=1)
+    add_ns(subsystem, 2, 2 * blocks)
+    assert_ok(ctrl.submit(Read(nsid=2, slba=0, nblocks=blocks), sqid=1))
+    req = ctrl.submit(Read(nsid=2, slba=0, nblocks=blocks + 1), sqid=1)
     assert_status(req, GenericStatus.INVALID_FIELD)
     assert req.data == ()  # failed before any data was mapped
 
 
 def test_mdts_counts_interleaved_metadata(subsystem, ctrl):
-    add_ns(subsystem, 2, 4096, lba_format=1, extended=True)  # 512 + 8
+    add_ns(subsystem, 2, 16384, lba_format=1, extended=True)  # 512 + 8
     blocks = ctrl.max_transfer // (BS + 8)
     assert_ok(ctrl.submit(Read(nsid=2, slba=0, nblocks=blocks), sqid=1))
     assert_status(ctrl.submit(Read(nsid=2, slba=0, nblocks=blocks + 1), sqid=1), GenericStatus.INVALID_FIELD)
     # A separate metadata buffer does not count.
-    add_ns(subsystem, 3, 4096, lba_format=1, extended=False)
+    add_ns(subsystem, 3, 16384, lba_format=1, extended=False)
     blocks = ctrl.max_transfer // BS
     assert_ok(ctrl.submit(Read(nsid=3, slba=0, nblocks=blocks), sqid=1))
 

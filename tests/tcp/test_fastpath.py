@@ -66,6 +66,7 @@ def test_read_write_flush_and_the_smart_counters(target, host, io_path):
 
 
 def test_declined_commands_answer_as_the_general_path(target, host, io_path):
+    target.controller_options["mdts"] = 7  # 512 KiB, below the 4 MiB namespace: a command over MDTS fits in it
     admin, io = io_pair(host)
     data = os.urandom(4 * BS)
     nblocks = 8192

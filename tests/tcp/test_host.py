@@ -184,7 +184,7 @@ def test_defaults_are_linux_defaults():
     forever = TcpTransport("127.0.0.1", subnqn=NQN, ctrl_loss_tmo=-1)
     assert forever.max_reconnects is None
     with pytest.raises(ValueError):
-        TcpTransport("127.0.0.1", subnqn="not an nqn")
+        TcpTransport("127.0.0.1", subnqn="x" * 224)  # too long for SUBNQN (any shorter name is carried)
     with pytest.raises(ValueError):
         TcpTransport("127.0.0.1", subnqn=NQN, reconnect_delay=0)
 
@@ -442,7 +442,7 @@ def test_connect_refused(live):
         connect("127.0.0.1", live.port, "nqn.2026-11.io.nvmestack:nobody", hostnqn=HOSTNQN)
     live.subsystem.allow_any_host = False
     try:
-        with pytest.raises(ControllerDeadError, match="Connect Invalid Host"):
+        with pytest.raises(ControllerDeadError, match="Connect Invalid Parameters"):  # as a missing subsystem
             connect("127.0.0.1", live.port, NQN, hostnqn=HOSTNQN)
         live.subsystem.allowed_hosts.add(HOSTNQN)
         live.connect()
@@ -576,7 +576,7 @@ def test_no_reconnect_after_connect_with_dnr(env):
     for conn in env.connections_of(tctrl, {0}):
         conn.abort()
     assert wait_for(lambda: ctrl.state == CtrlState.DEAD)
-    assert "Connect Invalid Host" in (ctrl.dead_reason or "")
+    assert "Connect Invalid Parameters" in (ctrl.dead_reason or "")  # answered as a missing subsystem
     assert ctrl.transport.nr_reconnects == 0
     env.subsystem.allow_any_host = True
 
@@ -620,10 +620,12 @@ def test_reset_is_a_new_association(live):
 # the block layer on top, and recovery under load
 
 
-def test_block_device_over_tcp(live):
+def test_block_device_over_tcp(env):
     """BlockDevice splits by MDTS and spreads threads over the queues."""
     from nvmestack.host.block import BlockDevice
 
+    env.start_target(mdts=7)  # 512 KiB: the 1 MiB writes below are split
+    live = env
     ctrl = live.connect(io_queues=2)
     dev = BlockDevice(ctrl.namespaces[1], timeout=WAIT)
     assert ctrl.max_transfer < 1 << 20

