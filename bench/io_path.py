@@ -232,6 +232,37 @@ def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu
             used / max(1.0, rd["iops"] * seconds) * 1e6}
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_connections(serve: Serve, count: int = 1000) -> tuple[float, float]:
+    """KiB of the target's memory per idle connection: (after ICReq only,
+    after ICReq and an admin Connect, i.e. with its controller)."""
+    import uuid
+
+    conns = []
+    try:
+        base = rss_kib(serve.proc.pid)
+        for _ in range(count):
+            conns.append(nvmf_load._Conn("127.0.0.1", serve.port))
+        time.sleep(0.5)
+        bare = (rss_kib(serve.proc.pid) - base) / count
+        for i, conn in enumerate(conns):
+            host = uuid.UUID(int=i + 1)
+            nvmf_load._connect(conn, NQN, 0, 31, 0xFFFF, host.bytes, f"nqn.2014-08.org.nvmexpress:uuid:{host}")
+        time.sleep(0.5)
+        connected = (rss_kib(serve.proc.pid) - base) / count
+        return bare, connected
+    finally:
+        for conn in conns:
+            conn.sock.close()
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -240,7 +271,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="runtime of each measurement (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="measurements per figure (default 3)")
     ap.add_argument("--perf", help="spdk_nvme_perf binary: drive the target with SPDK's initiator too")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: machine,general,host,pcie")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: machine,general,idle,host,pcie")
     opts = ap.parse_args()
     skip = set(filter(None, opts.skip.split(",")))
     secs, rep = opts.seconds, opts.repeat
@@ -281,6 +312,7 @@ def main() -> None:
                         got = spdk_perf(opts.perf, serve, secs, workload["rw"], workload["bs"], workload["qd"])
                         if got:
                             results.setdefault(("spdk", label), []).append(got)
+            idle = idle_connections(serve) if "idle" not in skip else None
             host_rows = []
             if "host" not in skip:
                 device = [f"tcp://127.0.0.1:{serve.port}/{NQN}?nsid=1"]
@@ -354,6 +386,9 @@ def main() -> None:
     if seq and limits["iperf"]:
         print(f"  128 KiB read QD8 / iperf3 one stream                   {seq / 1e3 / statistics.median(limits['iperf']):.2f}")
     print()
+    if idle:
+        print(f"1,000 idle connections: {idle[0]:.1f} KiB each after ICReq, {idle[1]:.1f} KiB each with an admin "
+              f"Connect (its controller included), target RSS growth\n")
     if host_rows:
         print("Our host (nvmestack bench, CPU 1) against nvmestack serve (CPU 0), 4 KiB random read QD32")
         print(f"  IOPS {spread([r['iops'] for r in host_rows])}, p50 {spread([r['p50_us'] for r in host_rows])} us, "

@@ -90,7 +90,8 @@ class _Conn:
                 raise LoadError(f"unexpected PDU type {pdu[0]:#x} during setup")
 
 
-def _connect(conn: _Conn, nqn: str, qid: int, sqsize: int, cntlid: int, hostid: bytes) -> int:
+def _connect(conn: _Conn, nqn: str, qid: int, sqsize: int, cntlid: int, hostid: bytes,
+             hostnqn: str = HOSTNQN) -> int:
     cmd = Connect()
     cmd.cid = 1
     cmd.qid = qid
@@ -100,7 +101,7 @@ def _connect(conn: _Conn, nqn: str, qid: int, sqsize: int, cntlid: int, hostid: 
     data.hostid = hostid
     data.cntlid = cntlid
     data.subsysnqn = nqn
-    data.hostnqn = HOSTNQN
+    data.hostnqn = hostnqn
     raw = bytes(data)
     assert len(raw) == CONNECT_DATA_SIZE
     status, dw0 = conn.command(cmd, raw)

@@ -207,6 +207,10 @@ def _nqn(data: memoryview, offset: int) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+DEFAULT_MAX_CONTROLLERS_PER_HOST = 128
+"""Controllers one host NQN may hold with one NVM subsystem at once."""
+
+
 class FabricsTarget:
     """Subsystems, ports and the associations of hosts with controllers.
 
@@ -214,9 +218,13 @@ class FabricsTarget:
     (``mqes``, ``mdts``); ``in_capsule_data_size`` is what the transport
     accepts in a command capsule, reported as IOCCSZ."""
 
-    def __init__(self, *, in_capsule_data_size: int = 16384, **controller_options: Any):
+    def __init__(self, *, in_capsule_data_size: int = 16384,
+                 max_controllers_per_host: int = DEFAULT_MAX_CONTROLLERS_PER_HOST, **controller_options: Any):
         self.lock = threading.RLock()
         self.in_capsule_data_size = in_capsule_data_size
+        # Associations one host NQN may hold with one NVM subsystem at once
+        # (a further Connect gets Controller Busy).
+        self.max_controllers_per_host = max_controllers_per_host
         self.controller_options = controller_options
         self.subsystems: dict[str, Subsystem] = {}
         self.ports: list[Port] = []
@@ -347,11 +355,21 @@ class FabricsTarget:
             return _invalid_parameter(_IPO_CNTLID, True, f"CNTLID {cntlid:#x}: only the dynamic controller model")
         if cmd.sqsize == 0:
             return _invalid_parameter(_IPO_SQSIZE, False, "SQSIZE 0")
+        if not sub.discovery:
+            with self.lock:
+                held = sum(1 for c in self._assocs if c.subsystem is sub and c.hostnqn == hostnqn)
+            if held >= self.max_controllers_per_host:
+                return ConnectOutcome(FabricsStatus.CONTROLLER_BUSY.status(),
+                                      message=f"host {hostnqn!r} holds {held} controllers of {sub.nqn}")
         options = {} if sub.discovery else dict(self.controller_options)
         try:
             ctrl = sub.add_controller(fabrics=True, hostnqn=hostnqn, hostid=hostid, **options)
         except RuntimeError as exc:  # no free controller id
             return ConnectOutcome(FabricsStatus.CONTROLLER_BUSY.status(), message=str(exc))
+        if cmd.sqsize > ctrl.regs.cap.mqes:
+            # The admin queue is bounded by MQES as the I/O queues are.
+            sub.remove_controller(ctrl)
+            return _invalid_parameter(_IPO_SQSIZE, False, f"SQSIZE {cmd.sqsize} beyond MQES {ctrl.regs.cap.mqes}")
         ctrl.in_capsule_data_size = self.in_capsule_data_size
         ctrl.kato = cmd.kato or (DISCOVERY_KATO_MS if sub.discovery else 0)
         ctrl.fabrics_target = self

@@ -41,6 +41,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from ..memory import sg_slice
 from ..spec.nvm import Read
 from ..spec.opcodes import NvmOpcode
 from ..spec.sqe import Command
@@ -174,17 +175,23 @@ class FastIo:
             return None
         return found[2]
 
-    def write(self, sqe, data: memoryview) -> bool:
-        """Execute a Write with ``data`` (at least the command's length).
-        False: declined, nothing was written."""
+    def write(self, sqe, data: memoryview | list[memoryview]) -> bool:
+        """Execute a Write with ``data`` (one buffer, or the scatter list an
+        R2T brought in; at least the command's length).  False: declined,
+        nothing was written."""
         found = self._geometry(sqe, WRITE)
         if found is None or not self._write_cache():
             return False
         geo, slba, length = found
-        if data.nbytes < length:
-            return False
         try:
-            geo.backend.pwrite(slba << geo.shift, data if data.nbytes == length else data[:length])
+            if type(data) is list:
+                if sum(v.nbytes for v in data) < length:
+                    return False
+                geo.backend.write(slba << geo.shift, sg_slice(data, 0, length))
+            elif data.nbytes < length:
+                return False
+            else:
+                geo.backend.pwrite(slba << geo.shift, data if data.nbytes == length else data[:length])
         except (OSError, ValueError):
             # Maybe partly written: the general path writes it again and
             # reports what it finds (a rewrite of the same blocks is harmless).

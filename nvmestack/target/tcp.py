@@ -77,6 +77,8 @@ from ..tcp import (
     ProtocolError,
     StreamState,
     TermReqReceived,
+    buffers_len,
+    slice_buffers,
 )
 from .errors import NvmeError
 from .fabrics import FabricsTarget, Port, admit, fail_request
@@ -120,13 +122,14 @@ every command on the general path, to compare the two)."""
 class _Write:
     """A write waiting for its H2CData."""
 
-    __slots__ = ("req", "views", "bad", "connect")
+    __slots__ = ("req", "views", "bad", "connect", "sqe")
 
-    def __init__(self, req: Any, connect: bool = False):
-        self.req = req
+    def __init__(self, req: Any, connect: bool = False, sqe: bytes | None = None):
+        self.req = req  # None for a fast-path write (its command is ``sqe``)
         self.views: list[memoryview] = []
         self.bad = False
         self.connect = connect
+        self.sqe = sqe
 
 
 class _ConnectRequest:
@@ -302,7 +305,7 @@ class TcpConnection:
             return
         self._dead = True
         for write in self._writes.values():
-            if not write.connect:
+            if write.req is not None and not write.connect:
                 write.req.cancel()
         self._writes.clear()
         try:
@@ -447,6 +450,11 @@ class TcpConnection:
         # keep alive): a busy host is never timed out between Keep Alives.
         ctrl.last_keep_alive = time.monotonic()
         req = ctrl.new_request(ev.sqe, self.qid, self._on_complete)
+        pending = self._writes.get(ev.cid)
+        if pending is not None and pending.sqe is not None:
+            # The fast path's write with this identifier waits for its data.
+            fail_request(req, NvmeError(GenericStatus.COMMAND_ID_CONFLICT))
+            return
         err = admit(ctrl, req)
         if err is None and ev.data_digest_error:
             err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
@@ -466,7 +474,7 @@ class TcpConnection:
         ran there and its answer is on its way.  Declined commands go on to
         the general path untouched."""
         sqe = ev.sqe
-        if sqe[1] != _FAST_FLAGS or ev.data_digest_error:
+        if sqe[1] != _FAST_FLAGS or ev.data_digest_error or ev.cid in self._writes:
             return False
         fast = self._fast_now
         opcode = sqe[0]
@@ -480,7 +488,18 @@ class TcpConnection:
             return True
         if opcode == WRITE:
             data = ev.data
-            if data is None or sqe[_SGL_IDENT] != SGL_IN_CAPSULE or _LE64.unpack_from(sqe, _SGL_ADDRESS)[0]:
+            if data is None:
+                # The data comes with H2CData: ask for it (R2T); the write
+                # runs when it is in (_h2c).
+                if sqe[_SGL_IDENT] != SGL_TRANSPORT:
+                    return False
+                length = fast.write_length(sqe)
+                if length is None or length > _LE32.unpack_from(sqe, _SGL_LENGTH)[0]:
+                    return False
+                self._writes[ev.cid] = _Write(None, sqe=bytes(sqe))
+                self._out.extend(self.stream.r2t(ev.cid, 0, length))
+                return True
+            if sqe[_SGL_IDENT] != SGL_IN_CAPSULE or _LE64.unpack_from(sqe, _SGL_ADDRESS)[0]:
                 return False
             length = _LE32.unpack_from(sqe, _SGL_LENGTH)[0]
             if length > data.nbytes or not fast.write(sqe, data[:length]):
@@ -581,12 +600,40 @@ class TcpConnection:
         if write.connect:
             self._finish_connect(write.req, write.views, write.bad)
             return
+        if write.sqe is not None:
+            fast = self._fast_now
+            if not write.bad and fast is not None and fast.write(write.sqe, write.views):
+                self._success(ev.cid)
+            else:  # the fast path declines it now: the general path, with the data in hand
+                self._general_write(write)
+            return
         req = write.req
         if write.bad:
             fail_request(req, NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error"))
             return
         req.data = write.views
         self.ctrl.execute(req)
+
+    def _general_write(self, write: _Write) -> None:
+        """A write the fast path asked the data for but then declined (the
+        namespace changed meanwhile, a fault was armed, a digest error):
+        the general path runs it with the data that came."""
+        ctrl = self.ctrl
+        req = ctrl.new_request(write.sqe, self.qid, self._on_complete)
+        err = admit(ctrl, req)
+        if err is None and write.bad:
+            err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
+        if err is not None:
+            fail_request(req, err)
+            return
+        if not ctrl.prepare(req):
+            return
+        if req.meta_len or req.data_dir != DataDirection.HOST_TO_CTRL or buffers_len(write.views) < req.data_len:
+            fail_request(req, NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
+                                        msg="the format changed under the write"))
+            return
+        req.data = slice_buffers(write.views, 0, req.data_len)
+        ctrl.execute(req)
 
     def _on_complete(self, req: Request) -> None:
         if self._dead:

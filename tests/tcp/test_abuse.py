@@ -18,7 +18,7 @@ import time
 import pytest
 
 from nvmestack.spec.nvm import Read, Write
-from nvmestack.spec.status import GenericStatus
+from nvmestack.spec.status import FabricsStatus, GenericStatus
 from nvmestack.spec.tcp import PduType
 from nvmestack.target.tcp import TcpTarget
 from nvmestack.tcp import SGL_IN_CAPSULE, SGL_TRANSPORT
@@ -223,3 +223,40 @@ def test_out_of_file_descriptors_the_target_neither_spins_nor_locks_out_a_good_h
             sock.close()
         proc.stdin.close()
         proc.wait(20)
+
+
+def test_controllers_per_host_are_bounded():
+    target = TcpTarget([make_subsystem()], max_controllers_per_host=2)
+    addr = ("127.0.0.1", int(target.listen("127.0.0.1", 0).trsvcid))
+    target.start()
+    hosts = []
+    try:
+        for _ in range(2):
+            hosts.append(RawHost(addr).setup_admin())
+        third = RawHost(addr)
+        third.ic()
+        reply = third.connect()
+        assert (reply.status.sct, reply.status.sc) == (1, FabricsStatus.CONTROLLER_BUSY)
+        other = RawHost(addr)
+        other.hostnqn = "nqn.2014-08.org.nvmexpress:uuid:99999999-2222-3333-4444-555555555555"
+        other.setup_admin()  # another host is not held back
+        hosts.append(other)
+        hosts.pop(0).close()  # one association ends: room for one more
+        wait_until(lambda: len(target.controllers) == 2, what="the association to end")
+        assert third.connect().ok
+        hosts.append(third)
+    finally:
+        for host in hosts:
+            host.close()
+        target.stop()
+
+
+def test_admin_sqsize_beyond_mqes_is_refused(abuse_target):
+    target, addr = abuse_target
+    host = RawHost(addr)
+    host.ic()
+    reply = host.connect(sqsize=1024)  # MQES is 1023
+    assert (reply.status.sct, reply.status.sc) == (1, FabricsStatus.CONNECT_INVALID_PARAMETERS)
+    assert not target.subsystems[NQN].controllers
+    assert host.connect(sqsize=1023).ok
+    host.close()

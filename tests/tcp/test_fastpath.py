@@ -156,3 +156,21 @@ def test_format_and_write_cache_changes_are_seen_at_once(target, host, io_path):
     assert io.command(Write(nsid=1, slba=2, nblocks=1), page, write=True).ok
     assert fast_commands(target)[1] == writes + (1 if io_path == "fast" else 0)
     assert io.command(Read(nsid=1, slba=1, nblocks=2), length=8192).data == page * 2
+
+
+def test_writes_through_r2t_and_a_change_before_their_data(target, host, io_path):
+    admin, io = io_pair(host)
+    big = os.urandom(64 * BS)  # beyond the in-capsule size: R2T and H2CData
+    assert io.command(Write(nsid=1, slba=0, nblocks=64), big, write=True, in_capsule=False).ok
+    assert io.command(Read(nsid=1, slba=0, nblocks=64), length=len(big)).data == big
+    assert fast_commands(target) == ((1, 1) if io_path == "fast" else (0, 0))
+    # A fault armed between the R2T and the data: the write runs on the general path and fails as the fault says.
+    cid = io.submit(Write(nsid=1, slba=64, nblocks=64), big, length=len(big), write=True, in_capsule=False)
+    r2t = io.wait_for(lambda e: isinstance(e, R2TReceived) and e.cid == cid)
+    faults = FaultInjector.install(target.subsystems[NQN])
+    faults.fail(MediaStatus.WRITE_FAULT, opcode=NvmOpcode.WRITE, count=1)
+    io.send(io.stream.data_for_r2t(r2t, [big]))
+    assert code(io.result(cid)) == (2, MediaStatus.WRITE_FAULT)
+    faults.clear()
+    assert fast_commands(target)[1] == (1 if io_path == "fast" else 0)
+    assert io.command(Read(nsid=1, slba=64, nblocks=64), length=len(big)).data == bytes(len(big))
