@@ -55,6 +55,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -609,6 +610,7 @@ class _Runner:
         write = submit.write_blocks
         clock = time.perf_counter_ns
         done_q: deque = deque()
+        plug = getattr(dev, "plug", None)
         depth = self.job.iodepth
         if self.verify:
             depth = min(depth, self.units)
@@ -621,36 +623,39 @@ class _Runner:
         stop = False
         stop_event = self.stop
         while True:
-            while free and not stop:
-                if (self.error is not None or (deadline_ns is not None and clock() >= deadline_ns)
-                        or (stop_event is not None and stop_event.is_set())):
-                    stop = True
-                    break
-                item = next_io()
-                if item is None:
-                    stop = True
-                    break
-                slot = free.pop()
-                slot.is_read, slot.unit = item
-                slot.lba = lba = base + slot.unit * bsb
-                if verify:
-                    busy.add(slot.unit)
-                    if not slot.is_read:
-                        self._fill(slot)
-                slot.end = 0
-                slot.start = clock()
-                try:
-                    io = readinto(lba, slot.mv) if slot.is_read else write(lba, slot.mv)
-                except Exception as exc:  # noqa: BLE001 - refused before any command went out
-                    self.error = f"{'read' if slot.is_read else 'write'} at LBA {lba}: {exc}"
-                    busy.discard(slot.unit)
-                    free.append(slot)
-                    stop = True
-                    break
-                slot.io = io
-                io.add_done_callback(slot.on_done)
-                pending.append(io)
-                inflight += 1
+            # The I/Os of one refill go out as one submission batch (a plug that
+            # does not merge: each I/O stays the command fio would send).
+            with plug(merge=False) if plug is not None and len(free) > 1 else nullcontext():
+                while free and not stop:
+                    if (self.error is not None or (deadline_ns is not None and clock() >= deadline_ns)
+                            or (stop_event is not None and stop_event.is_set())):
+                        stop = True
+                        break
+                    item = next_io()
+                    if item is None:
+                        stop = True
+                        break
+                    slot = free.pop()
+                    slot.is_read, slot.unit = item
+                    slot.lba = lba = base + slot.unit * bsb
+                    if verify:
+                        busy.add(slot.unit)
+                        if not slot.is_read:
+                            self._fill(slot)
+                    slot.end = 0
+                    slot.start = clock()
+                    try:
+                        io = readinto(lba, slot.mv) if slot.is_read else write(lba, slot.mv)
+                    except Exception as exc:  # noqa: BLE001 - refused before any command went out
+                        self.error = f"{'read' if slot.is_read else 'write'} at LBA {lba}: {exc}"
+                        busy.discard(slot.unit)
+                        free.append(slot)
+                        stop = True
+                        break
+                    slot.io = io
+                    io.add_done_callback(slot.on_done)
+                    pending.append(io)
+                    inflight += 1
             if not inflight:
                 return
             if not done_q:

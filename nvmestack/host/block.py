@@ -590,10 +590,11 @@ class Plug:
     request overlapping the new piece, so queued requests to the same blocks
     keep their order."""
 
-    def __init__(self) -> None:
+    def __init__(self, merge: bool = True) -> None:
         self._lock = threading.RLock()
         self._requests: list[_Request] = []
         self._closed = False
+        self.merge = merge  # False: only batch the submissions (fio's own I/Os stay as they are)
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -604,7 +605,7 @@ class Plug:
                 piece.dev._start(piece)
                 piece.dev._dispatch([piece])
                 return
-            for rq in reversed(self._requests):
+            for rq in reversed(self._requests if self.merge else ()):
                 if rq.dev is not piece.dev:
                     continue
                 if rq.try_merge(piece, limits):
@@ -643,15 +644,16 @@ class Plug:
 
 
 @contextmanager
-def plug() -> Iterator[Plug]:
+def plug(*, merge: bool = True) -> Iterator[Plug]:
     """Collect the requests queued in this context (thread or asyncio task)
-    and dispatch them, merged, at the end.  Nested plugs join the outer
-    one (as blk_start_plug())."""
+    and dispatch them, merged (unless ``merge`` is False), at the end as
+    one submission batch.  Nested plugs join the outer one (as
+    blk_start_plug())."""
     current = _current_plug.get()
     if current is not None and not current._closed:
         yield current
         return
-    p = Plug()
+    p = Plug(merge)
     token = _current_plug.set(p)
     try:
         yield p
@@ -1034,6 +1036,7 @@ class BlockDevice(_Ops):
         self.polled = polled
         self._dev = self
         self._overrides = dict(limits)
+        self._limits_cache: tuple | None = None
         queue_limits(ns, **self._overrides)  # fail early on bad overrides
         self._stats = _Stats(clock)
         self._timeout = timeout
@@ -1060,13 +1063,26 @@ class BlockDevice(_Ops):
 
     @property
     def limits(self) -> QueueLimits:
-        """The current limits (read from the controller each time: a reset
-        or a format may change them)."""
-        return queue_limits(self.ns, **self._overrides)
+        """The current limits, as the controller reports them now (a reset
+        or a format may change them): computed again whenever one of the
+        structures they come from is another object or the block size or
+        MDTS changed, which is never on the I/O path."""
+        ns = self.ns
+        ctrl = ns.ctrl
+        sources = (getattr(ctrl, "identify", None), getattr(ns, "identify", None),
+                   getattr(ctrl, "identify_nvm", None), getattr(ctrl, "transport", None))
+        sizes = (ns.block_size, getattr(ctrl, "max_transfer", 0), getattr(ctrl, "max_segments", None))
+        cached = self._limits_cache
+        if (cached is not None and cached[1] == sizes and cached[0][0] is sources[0] and cached[0][1] is sources[1]
+                and cached[0][2] is sources[2] and cached[0][3] is sources[3]):
+            return cached[2]
+        limits = queue_limits(ns, **self._overrides)
+        self._limits_cache = (sources, sizes, limits)  # holds the sources: no id is reused while cached
+        return limits
 
-    def plug(self):
+    def plug(self, *, merge: bool = True):
         """``with dev.plug():`` -- the module's :func:`plug`."""
-        return plug()
+        return plug(merge=merge)
 
     def __repr__(self) -> str:
         return f"<BlockDevice {self.name} {self.nblocks} x {self.block_size} B>"
