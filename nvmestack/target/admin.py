@@ -384,13 +384,16 @@ _IDENTIFY: dict[int, Callable[["Controller", "Request"], bytes]] = {
 }
 
 
-@admin_command(AdminOpcode.IDENTIFY, transfer=lambda ctrl, req: IDENTIFY_DATA_SIZE, ns=None)
+def _identify_transfer(ctrl: "Controller", req: "Request") -> int:
+    if req.cmd.cns not in _IDENTIFY:
+        raise _invalid_field(_CDW10, f"CNS {req.cmd.cns:#04x} is not supported")
+    return IDENTIFY_DATA_SIZE
+
+
+@admin_command(AdminOpcode.IDENTIFY, transfer=_identify_transfer, ns=None)
 def identify(ctrl: "Controller", req: "Request"):
     """Identify: the 4096-byte data structure CNS selects."""
-    build = _IDENTIFY.get(req.cmd.cns)
-    if build is None:
-        raise _invalid_field(_CDW10, f"CNS {req.cmd.cns:#04x} is not supported")
-    data = build(ctrl, req)
+    data = _IDENTIFY[req.cmd.cns](ctrl, req)
     req.write_data(data[: req.data_len])
 
 
@@ -399,7 +402,19 @@ def identify(ctrl: "Controller", req: "Request"):
 
 
 def _log_transfer(ctrl: "Controller", req: "Request") -> int:
-    length = req.cmd.length
+    """The common fields of Get Log Page, checked before any data moves."""
+    cmd = req.cmd
+    lid = cmd.lid
+    if lid not in LOG_PAGES:
+        raise NvmeError(CommandSpecificStatus.INVALID_LOG_PAGE, param=_CDW10,
+                        msg=f"log page {lid:#04x} is not supported")
+    if cmd.ot:
+        raise _invalid_field(58, "index offsets are not supported for this log page", bit=7)
+    if cmd.offset & 3:
+        raise _invalid_field(_LPOL, "the log page offset is not dword aligned")
+    if lid not in NSID_SCOPED_LOG_PAGES and cmd.nsid not in (0, NSID_BROADCAST):
+        raise _invalid_field(_NSID, f"log page {lid:#04x} is not kept per namespace")
+    length = cmd.length
     if ctrl.max_transfer and length > ctrl.max_transfer:
         raise _invalid_field(_CDW10_HI, "the transfer exceeds MDTS")
     return length
@@ -407,22 +422,13 @@ def _log_transfer(ctrl: "Controller", req: "Request") -> int:
 
 @admin_command(AdminOpcode.GET_LOG_PAGE, transfer=_log_transfer, ns=None)
 def get_log_page(ctrl: "Controller", req: "Request"):
-    """Get Log Page: the part of the page at the offset the host asked for;
-    bytes past the end of the page read as zero."""
+    """Get Log Page (its common fields checked by ``_log_transfer``): the
+    part of the page at the offset the host asked for; bytes past the end of
+    the page read as zero."""
     cmd = req.cmd
     lid = cmd.lid
-    build = LOG_PAGES.get(lid)
-    if build is None:
-        raise NvmeError(CommandSpecificStatus.INVALID_LOG_PAGE, param=_CDW10,
-                        msg=f"log page {lid:#04x} is not supported")
-    if cmd.ot:
-        raise _invalid_field(58, "index offsets are not supported for this log page", bit=7)
     offset = cmd.offset
-    if offset & 3:
-        raise _invalid_field(_LPOL, "the log page offset is not dword aligned")
-    if lid not in NSID_SCOPED_LOG_PAGES and cmd.nsid not in (0, NSID_BROADCAST):
-        raise _invalid_field(_NSID, f"log page {lid:#04x} is not kept per namespace")
-    page = bytes(build(ctrl, req))
+    page = bytes(LOG_PAGES[lid](ctrl, req))
     if offset >= len(page):
         raise _invalid_field(_LPOL, f"offset {offset} is beyond the {len(page)}-byte log page")
     chunk = page[offset : offset + req.data_len]
@@ -507,13 +513,20 @@ def commands_supported_and_effects(ctrl: "Controller", req: "Request") -> bytes:
 # Set Features / Get Features
 
 
+# The transfer step runs when the command is prepared: every field that can
+# be checked without the data is checked there, so a command that fails sets
+# up no transfer (no PRP is followed, no R2T is sent).
+
+
 def _get_features_transfer(ctrl: "Controller", req: "Request") -> int:
     cmd = req.cmd
+    ctrl.features.check_get(req)
     return feature_transfer_length(ctrl, cmd.fid, cmd.cdw11, sel=cmd.sel, setting=False)
 
 
 def _set_features_transfer(ctrl: "Controller", req: "Request") -> int:
     cmd = req.cmd
+    ctrl.features.check_set(req)
     return feature_transfer_length(ctrl, cmd.fid, cmd.cdw11, setting=True)
 
 

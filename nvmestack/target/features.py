@@ -217,7 +217,10 @@ class SavedFeatures:
 def feature_transfer_length(ctrl: "Controller", fid: int, cdw11: int, *, sel: int = 0, setting: bool) -> int:
     """Bytes of data a Get Features (or, with ``setting``, a Set Features)
     command for ``fid`` moves; 0 for a feature without data, an unsupported
-    feature, and Get Features with Select = 11b (capabilities in dword 0)."""
+    feature, and Get Features with Select = 11b (capabilities in dword 0).
+    A reserved Select (100b-111b) moves nothing: Invalid Field."""
+    if not setting and sel > FeatureSelect.SUPPORTED:
+        raise _invalid(f"Select {sel} is reserved", param=41)
     size = _DATA_SIZE.get(fid)
     if size is None or fid not in FEATURE_INFO:
         return 0
@@ -437,13 +440,22 @@ class FeatureStore:
             raise _invalid(f"feature {fid:#04x} is not supported")
         return info
 
+    def check_get(self, req: "Request") -> None:
+        """The fields of a Get Features command that do not need its data:
+        run when the command is prepared, before any data moves."""
+        cmd = req.cmd
+        if cmd.sel > FeatureSelect.SUPPORTED:
+            raise _invalid(f"Select {cmd.sel} is reserved", param=41)
+        info = self._supported(cmd.fid)
+        if info.ns_specific:
+            self._get_namespace(cmd.nsid)
+
     def get_features(self, req: "Request") -> None:
-        """Execute Get Features: the value in dword 0 of the completion, and
-        the data buffer for the features that have one."""
+        """Execute Get Features (its fields checked by :meth:`check_get`):
+        the value in dword 0 of the completion, and the data buffer for the
+        features that have one."""
         cmd = req.cmd
         fid, sel, cdw11 = cmd.fid, cmd.sel, cmd.cdw11
-        if sel > FeatureSelect.SUPPORTED:
-            raise _invalid(f"Select {sel} is reserved", param=41)
         info = self._supported(fid)
         ns = self._get_namespace(cmd.nsid) if info.ns_specific else None
         if sel == FeatureSelect.SUPPORTED:
@@ -492,10 +504,12 @@ class FeatureStore:
     # ------------------------------------------------------------------
     # Set Features
 
-    def set_features(self, req: "Request") -> None:
-        """Execute Set Features."""
+    def check_set(self, req: "Request") -> list["Namespace"]:
+        """The fields of a Set Features command that do not need its data
+        (run when the command is prepared, before any data moves); the
+        namespaces a namespace-specific feature applies to."""
         cmd = req.cmd
-        fid, save, cdw11, nsid = cmd.fid, cmd.sv, cmd.cdw11, cmd.nsid
+        fid, save, nsid = cmd.fid, cmd.sv, cmd.nsid
         info = self._supported(fid)
         namespaces: list["Namespace"] = []
         if info.ns_specific:
@@ -508,6 +522,15 @@ class FeatureStore:
             raise NvmeError(CommandSpecificStatus.FEATURE_NOT_CHANGEABLE, param=40)
         if save and not info.saveable:
             raise NvmeError(CommandSpecificStatus.FEATURE_ID_NOT_SAVEABLE, param=43, bit=7)
+        if fid == _FID.HOST_ID:
+            self._check_host_id_settable()
+        return namespaces
+
+    def set_features(self, req: "Request") -> None:
+        """Execute Set Features (its fields checked by :meth:`check_set`)."""
+        cmd = req.cmd
+        fid, save, cdw11 = cmd.fid, cmd.sv, cmd.cdw11
+        namespaces = self.check_set(req)  # again: namespaces may have changed since
         setter = getattr(self, f"_set_{FeatureId(fid).name.lower()}")
         setter(req, cdw11, save, namespaces)
         if save:
@@ -612,7 +635,7 @@ class FeatureStore:
         self.ctrl.kato = cdw11
         self.ctrl.keep_alive()
 
-    def _set_host_id(self, req, cdw11, save, namespaces) -> None:
+    def _check_host_id_settable(self) -> None:
         ctrl = self.ctrl
         if ctrl.fabrics:
             raise NvmeError(GenericStatus.COMMAND_SEQUENCE_ERROR,
@@ -620,6 +643,9 @@ class FeatureStore:
         if ctrl.io_sqs or ctrl.io_cqs:
             raise NvmeError(GenericStatus.COMMAND_SEQUENCE_ERROR,
                             msg="Host Identifier set while I/O queues exist")
+
+    def _set_host_id(self, req, cdw11, save, namespaces) -> None:
+        ctrl = self.ctrl
         size = HostIdentifier128.SIZE if cdw11 & 1 else HostIdentifier64.SIZE
         hostid = bytes(req.read_data(size))
         for other in list(ctrl.subsystem.controllers.values()):
