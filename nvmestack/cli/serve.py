@@ -720,7 +720,7 @@ def _size_text(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-_DEFERRED_ATTRS = ("serial", "model", "firmware", "ieee_oui", "max_namespaces", "capacity")
+_DEFERRED_ATTRS = ("serial", "model", "firmware", "ieee_oui", "vid", "ssvid", "max_namespaces", "capacity")
 
 
 def deferred_attributes(old_spec: dict, new_spec: dict) -> list[str]:

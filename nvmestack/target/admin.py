@@ -131,9 +131,13 @@ def identify_controller(ctrl: "Controller") -> IdentifyController:
     """The Identify Controller data structure (CNS 01h) of ``ctrl``."""
     sub = ctrl.subsystem
     idc = IdentifyController()
-    # PCI vendor IDs: none assigned unless the subsystem has them.
-    idc.vid = int(getattr(sub, "vid", 0) or 0) & 0xFFFF
-    idc.ssvid = int(getattr(sub, "ssvid", 0) or 0) & 0xFFFF
+    # PCI Vendor ID and PCI Subsystem Vendor ID: a PCIe function's are the
+    # ids of its configuration space (the spec wants the same values in
+    # both); over fabrics the subsystem's configured ones, else 0h.
+    pci_ids = getattr(ctrl, "pci_ids", None)
+    vid, ssvid = pci_ids if pci_ids is not None else (getattr(sub, "vid", None), getattr(sub, "ssvid", None))
+    idc.vid = int(vid or 0) & 0xFFFF
+    idc.ssvid = int(ssvid or 0) & 0xFFFF
     idc.sn = _ascii(sub.serial, 20)
     idc.mn = _ascii(sub.model, 40)
     idc.fr = _ascii(sub.firmware_revision, 8)

@@ -15,7 +15,8 @@ The directory holds:
 ``config.json``
     what the device is (nvmetcli's layout: ``subsystems`` -> ``nqn``,
     ``allowed_hosts``, ``attr`` with ``allow_any_host``, ``serial``,
-    ``model``, ``firmware``, ``ieee_oui``, ``max_namespaces``,
+    ``model``, ``firmware``, ``ieee_oui``, ``vid``, ``ssvid`` (PCI
+    Vendor ID and Subsystem Vendor ID), ``max_namespaces``,
     ``capacity``, and ``namespaces`` with ``nsid``, ``device`` (``path``,
     ``meta_path``, ``nguid``, ``eui64``, ``uuid``), ``format``
     (``lba_format``, ``formats``, ``extended``, ``pi_type``, ``pi_first``),
@@ -123,6 +124,8 @@ def load(directory: str | os.PathLike) -> Subsystem:
         model=spec["model"],
         firmware_revision=spec["firmware"],
         ieee_oui=spec["ieee_oui"],
+        vid=spec["vid"],
+        ssvid=spec["ssvid"],
         max_namespaces=spec["max_namespaces"],
         allow_any_host=spec["allow_any_host"],
         allowed_hosts=spec["allowed_hosts"],
@@ -336,6 +339,8 @@ def _config(subsystem: Subsystem, directory: str, paths: dict[int, tuple[str, st
                     "model": subsystem.model,
                     "firmware": _initial_revision(subsystem),
                     "ieee_oui": f"0x{subsystem.ieee_oui:06x}",
+                    "vid": None if subsystem.vid is None else f"0x{subsystem.vid:04x}",
+                    "ssvid": None if subsystem.ssvid is None else f"0x{subsystem.ssvid:04x}",
                     "max_namespaces": subsystem.max_namespaces,
                     "capacity": getattr(subsystem, "capacity", None),
                 },
@@ -456,6 +461,8 @@ def _parse_config(config: Any, path: str, directory: str) -> dict:
         "model": w.get(attr, "model", str, awhere, "nvmestack"),
         "firmware": w.get(attr, "firmware", str, awhere, "1.0"),
         "ieee_oui": w.integer(attr, "ieee_oui", awhere, 0, 0xFFFFFF, 0),
+        "vid": None if attr.get("vid") is None else w.integer(attr, "vid", awhere, 0, 0xFFFF),
+        "ssvid": None if attr.get("ssvid") is None else w.integer(attr, "ssvid", awhere, 0, 0xFFFF),
         "max_namespaces": w.integer(attr, "max_namespaces", awhere, 1, 0xFFFFFFFE, 1024),
         "capacity": None if attr.get("capacity") is None else w.integer(attr, "capacity", awhere, 0, (1 << 128) - 1),
     }

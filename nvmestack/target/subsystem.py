@@ -47,6 +47,8 @@ class Subsystem:
         model: str = "nvmestack",
         firmware_revision: str = "1.0",
         ieee_oui: int = 0,
+        vid: int | None = None,
+        ssvid: int | None = None,
         max_namespaces: int = 1024,
         allow_any_host: bool = True,
         allowed_hosts: Iterable[str] = (),
@@ -57,6 +59,15 @@ class Subsystem:
         self.serial = serial or os.urandom(10).hex()
         self.model = model
         self.ieee_oui = ieee_oui
+        # PCI Vendor ID and PCI Subsystem Vendor ID (Identify Controller VID,
+        # SSVID) when configured: what fabrics controllers report, and the
+        # ids a PCIe function of this subsystem takes; None: 0h over fabrics,
+        # the function's own ids (target/pci/config.py) over PCIe.
+        for name, value in (("vid", vid), ("ssvid", ssvid)):
+            if value is not None and not 0 <= value <= 0xFFFF:
+                raise ValueError(f"{name} {value:#x} is not a 16-bit PCI id")
+        self.vid = vid
+        self.ssvid = ssvid
         self.max_namespaces = max_namespaces
         self.allow_any_host = allow_any_host
         self.allowed_hosts: set[str] = set(allowed_hosts)

@@ -666,3 +666,17 @@ def test_a_running_command_s_cid_is_still_a_conflict(target, host):
     again.cid = 0x43
     reply = h.result(h.submit(again), length=4096)
     assert code(reply) == (0, GenericStatus.COMMAND_ID_CONFLICT) and reply.status.dnr
+
+
+# ---------------------------------------------------------------------------
+# PCI ids over fabrics
+
+
+def test_identify_reports_the_subsystem_s_configured_vendor_ids(target, host):
+    sub = target.subsystems[NQN]
+    h = host().setup_admin()
+    c = IdentifyController.from_bytes(h.command(Identify(cns=1), length=4096).data)
+    assert (c.vid, c.ssvid) == (0, 0)  # none named: 0h, as Linux nvmet
+    sub.vid, sub.ssvid = 0x1D0F, 0x1AF4
+    c = IdentifyController.from_bytes(h.command(Identify(cns=1), length=4096).data)
+    assert (c.vid, c.ssvid) == (0x1D0F, 0x1AF4)
