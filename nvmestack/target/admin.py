@@ -31,7 +31,9 @@ from ..spec.identify import (
     Ctratt,
     IdentifyController,
     IdentifyControllerNvm,
+    IdentifyIoCommandSet,
     IdentifyNamespace,
+    IoCommandSetVector,
     IdentifyNamespaceIndependent,
     Lpa,
     NamespaceList,
@@ -50,6 +52,7 @@ from ..spec.log import (
     SupportedLogPages,
 )
 from ..spec.opcodes import AdminOpcode, CommandSet
+from ..spec.registers import CcCss
 from ..spec.status import CommandSpecificStatus, GenericStatus
 from .commands import (
     ADMIN_COMMANDS,
@@ -61,7 +64,7 @@ from .commands import (
 )
 from .controller import AERL, ERROR_LOG_ENTRIES
 from .errors import NvmeError
-from .features import NPSS, feature_transfer_length
+from .features import IOCS_COMBINATIONS, NPSS, enabled_command_sets, feature_transfer_length
 from .namespace import DEFAULT_LBA_FORMATS
 
 if TYPE_CHECKING:
@@ -265,9 +268,14 @@ def _check_nsid(ctrl: "Controller", nsid: int) -> None:
         raise _invalid_ns(f"NSID {nsid:#x} is not a valid namespace identifier")
 
 
-def _check_csi_nvm(req: "Request") -> None:
-    if req.cmd.csi != CommandSet.NVM:
-        raise _invalid_field(_CSI, f"command set {req.cmd.csi} is not supported")
+def _check_csi(ctrl: "Controller", req: "Request") -> None:
+    """A command-set-specific CNS (05h, 06h, 07h, 1Ah, 1Bh): CSI must name an
+    I/O command set this controller supports and has enabled (CC.CSS and
+    the I/O Command Set Profile); only the NVM command set is implemented.
+    Anything else is Invalid Field in Command."""
+    csi = req.cmd.csi
+    if csi >= 64 or not enabled_command_sets(ctrl) >> csi & 1:
+        raise _invalid_field(_CSI, f"command set {csi} is not supported or not enabled")
 
 
 def _id_namespace(ctrl: "Controller", req: "Request") -> bytes:
@@ -314,22 +322,43 @@ def _id_descriptors(ctrl: "Controller", req: "Request") -> bytes:
 def _id_csi_namespace(ctrl: "Controller", req: "Request") -> bytes:
     # The NVM Command Set specific Identify Namespace (CNS 05h, CSI 00h):
     # LBSTM 0 (no storage tags), PIC 0, every extended LBA format with the
-    # 16-bit guard protection information format: all zeroes.
-    _check_csi_nvm(req)
-    _check_nsid(ctrl, req.cmd.nsid)
+    # 16-bit guard protection information format: all zeroes, for an active
+    # or an inactive NSID alike, and for FFFFFFFFh (the capabilities common
+    # to all namespaces; namespace management is supported).
+    if req.cmd.nsid != NSID_BROADCAST:
+        _check_nsid(ctrl, req.cmd.nsid)
     return bytes(IDENTIFY_DATA_SIZE)
 
 
 def _id_csi_controller(ctrl: "Controller", req: "Request") -> bytes:
-    _check_csi_nvm(req)
     # No Verify, Write Zeroes, Write Uncorrectable or Dataset Management
     # limits beyond MDTS and the command formats: every field 0h.
     return bytes(IdentifyControllerNvm())
 
 
 def _id_csi_active_list(ctrl: "Controller", req: "Request") -> bytes:
-    _check_csi_nvm(req)
+    # Every namespace is an NVM namespace: the active list.
     return _id_active_list(ctrl, req)
+
+
+def _id_csi_allocated_list(ctrl: "Controller", req: "Request") -> bytes:
+    return _id_allocated_list(ctrl, req)
+
+
+def _id_csi_allocated_namespace(ctrl: "Controller", req: "Request") -> bytes:
+    # As CNS 05h, for an allocated NSID (zero filled when unallocated).
+    _check_nsid(ctrl, req.cmd.nsid)
+    return bytes(IDENTIFY_DATA_SIZE)
+
+
+def _id_command_sets(ctrl: "Controller", req: "Request") -> bytes:
+    """Identify I/O Command Set data structure (CNS 1Ch): the combinations
+    the controller supports.  CNTID FFFFh means this controller; every
+    controller of the subsystem supports the same combinations, so the
+    structure is the same whichever one CNTID names."""
+    ids = IdentifyIoCommandSet()
+    ids.iocsc = [int(vector) for vector in IOCS_COMBINATIONS]
+    return bytes(ids)
 
 
 def _id_independent_namespace(ctrl: "Controller", req: "Request") -> bytes:
@@ -385,12 +414,23 @@ _IDENTIFY: dict[int, Callable[["Controller", "Request"], bytes]] = {
     Cns.ALLOCATED_NS: _id_allocated_namespace,
     Cns.NS_CTRL_LIST: _id_ns_controllers,
     Cns.CTRL_LIST: _id_controllers,
+    Cns.CSI_ALLOCATED_NS_LIST: _id_csi_allocated_list,
+    Cns.CSI_ALLOCATED_NS: _id_csi_allocated_namespace,
+    Cns.COMMAND_SET_STRUCTURE: _id_command_sets,
 }
+
+# The CNS values whose structure depends on CSI (CDW11 31:24).
+_CSI_SPECIFIC_CNS = frozenset({
+    Cns.CSI_NS, Cns.CSI_CTRL, Cns.CSI_NS_ACTIVE_LIST, Cns.CSI_ALLOCATED_NS_LIST, Cns.CSI_ALLOCATED_NS,
+})
 
 
 def _identify_transfer(ctrl: "Controller", req: "Request") -> int:
-    if req.cmd.cns not in _IDENTIFY:
-        raise _invalid_field(_CDW10, f"CNS {req.cmd.cns:#04x} is not supported")
+    cns = req.cmd.cns
+    if cns not in _IDENTIFY or (cns == Cns.COMMAND_SET_STRUCTURE and not ctrl.regs.cap.css_iocs):
+        raise _invalid_field(_CDW10, f"CNS {cns:#04x} is not supported")
+    if cns in _CSI_SPECIFIC_CNS:
+        _check_csi(ctrl, req)
     return IDENTIFY_DATA_SIZE
 
 
@@ -499,14 +539,19 @@ _QUEUE_OPCODES = frozenset({
 @log_page(LogPageId.CMD_EFFECTS)
 def commands_supported_and_effects(ctrl: "Controller", req: "Request") -> bytes:
     """Commands Supported and Effects (05h): every admin opcode this
-    controller runs, and the NVM command set's I/O opcodes while an I/O
-    command set is selected (CC.CSS)."""
+    controller runs, and the I/O opcodes of the NVM command set when it is
+    the command set CC.CSS selects (000b), or with CC.CSS 110b the one CSI
+    (CDW14) names and the selected combination enables.  For any other
+    command set (the Zoned Namespace one nvme-cli asks for when CAP.CSS.IOCSS
+    is set, say) no I/O command is supported: the I/O part is empty."""
     page = CommandsSupportedAndEffects()
     for opcode, handler in sorted(ADMIN_COMMANDS.items()):
         if opcode in _QUEUE_OPCODES and ctrl.queue_ops is None:
             continue
         page.acs[opcode].value = handler.effects | 1
-    if ctrl.regs.cc.css != 0x7:  # 111b: admin command set only
+    css = ctrl.regs.cc.css
+    csi = req.cmd.csi if css == CcCss.ALL_IOCS else CommandSet.NVM  # CSI is ignored otherwise
+    if csi == CommandSet.NVM and enabled_command_sets(ctrl) & IoCommandSetVector.NVM:
         for opcode, handler in sorted(IO_COMMANDS.items()):
             if 0 <= opcode <= 0xFF:
                 page.iocs[opcode].value = handler.effects | 1

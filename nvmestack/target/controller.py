@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 from ..spec.log import ErrorInformationEntry, LogPageId
 from ..spec.registers import (
     Ams,
+    CcCss,
     ControllerRegisters,
     Reg,
     Shn,
@@ -125,6 +126,9 @@ class Controller:
         cap.dstrd = 0
         cap.nssrs = not fabrics
         cap.css_nvm = True
+        # I/O Command Set selection (CC.CSS 110b, feature 19h, Identify CNS
+        # 1Ch); a discovery controller reports only the NVM bit.
+        cap.css_iocs = not getattr(subsystem, "discovery", False)
         cap.mpsmin = 0
         cap.mpsmax = 4
         self.regs.vs.value = nvme_version(2, 0, 0)
@@ -254,7 +258,8 @@ class Controller:
         cc, cap = self.regs.cc, self.regs.cap
         if not cap.mpsmin <= cc.mps <= cap.mpsmax:
             return False
-        if cc.css != 0 and not (cc.css == 0x7 and cap.css_noiocs):
+        supported = {CcCss.NVM: cap.css_nvm, CcCss.ALL_IOCS: cap.css_iocs, CcCss.ADMIN_ONLY: cap.css_noiocs}
+        if not supported.get(cc.css, False):
             return False
         if cc.ams == Ams.WRRU:
             return bool(cap.ams & 1)

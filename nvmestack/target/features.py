@@ -42,6 +42,7 @@ from ..spec.features import (
     HostIdentifier64,
     HostIdentifier128,
     InterruptVectorConfiguration,
+    IoCommandSetProfile,
     LbaRangeTypeData,
     NumberOfQueues,
     PowerManagement,
@@ -50,7 +51,8 @@ from ..spec.features import (
     TimestampData,
     TimestampOrigin,
 )
-from ..spec.identify import NSID_BROADCAST
+from ..spec.identify import NSID_BROADCAST, IoCommandSetVector
+from ..spec.registers import CcCss
 from ..spec.status import CommandSpecificStatus, GenericStatus
 from .errors import NvmeError
 
@@ -67,7 +69,13 @@ __all__ = [
     "MAX_IO_QUEUES",
     "NPSS",
     "feature_transfer_length",
+    "IOCS_COMBINATIONS",
+    "enabled_command_sets",
 ]
+
+# The I/O Command Set Combinations this controller supports (Identify CNS
+# 1Ch, in order; feature 19h selects one by index): the NVM command set.
+IOCS_COMBINATIONS: tuple[int, ...] = (IoCommandSetVector.NVM,)
 
 # I/O submission (and completion) queues a controller grants at most.
 MAX_IO_QUEUES = 64
@@ -115,6 +123,9 @@ FEATURE_INFO: dict[int, FeatureInfo] = {
     _FID.TIMESTAMP: FeatureInfo(saveable=False),
     _FID.KATO: FeatureInfo(saveable=False),
     _FID.HOST_ID: FeatureInfo(saveable=False),
+    # Only with CAP.CSS.IOCSS (not on discovery controllers); its one valid
+    # value is index 0, so "persists across reset" holds with no storage.
+    _FID.IOCS_PROFILE: FeatureInfo(saveable=False),
 }
 
 # Feature -> bytes of its data buffer (Host Identifier: see CDW11.EXHID).
@@ -229,6 +240,19 @@ def feature_transfer_length(ctrl: "Controller", fid: int, cdw11: int, *, sel: in
     if fid == _FID.HOST_ID:
         return HostIdentifier128.SIZE if cdw11 & 1 else HostIdentifier64.SIZE
     return size
+
+
+def enabled_command_sets(ctrl: "Controller") -> int:
+    """The I/O Command Set Vector of the command sets ``ctrl`` uses: CC.CSS
+    000b the NVM command set, 110b the combination feature 19h selects, 111b
+    (admin only) none."""
+    css = ctrl.regs.cc.css
+    if css == CcCss.NVM:
+        return IoCommandSetVector.NVM
+    if css == CcCss.ALL_IOCS:
+        index = ctrl.features.value(_FID.IOCS_PROFILE) & 0x1FF
+        return IOCS_COMBINATIONS[index] if index < len(IOCS_COMBINATIONS) else 0
+    return 0
 
 
 class FeatureStore:
@@ -438,6 +462,8 @@ class FeatureStore:
         info = FEATURE_INFO.get(fid)
         if info is None or (info.pcie_only and self.ctrl.fabrics):
             raise _invalid(f"feature {fid:#04x} is not supported")
+        if fid == _FID.IOCS_PROFILE and not self.ctrl.regs.cap.css_iocs:
+            raise _invalid("no I/O Command Set selection (CAP.CSS.IOCSS is 0)")
         return info
 
     def check_get(self, req: "Request") -> None:
@@ -630,6 +656,15 @@ class FeatureStore:
             self._timestamp = ts.timestamp
             self._timestamp_at = time.monotonic()
             self._timestamp_origin = TimestampOrigin.SET_FEATURES
+
+    def _set_iocs_profile(self, req, cdw11, save, namespaces) -> None:
+        if self.ctrl.regs.cc.css != CcCss.ALL_IOCS:
+            return  # no effect unless CC.CSS selects all supported I/O command sets
+        index = IoCommandSetProfile.from_dword(cdw11).iocsci
+        if index >= len(IOCS_COMBINATIONS):
+            raise NvmeError(CommandSpecificStatus.IOCS_COMBINATION_REJECTED, param=44,
+                            msg=f"I/O Command Set Combination {index} is 0h")
+        self._store(_FID.IOCS_PROFILE, 0, index, None, save)
 
     def _set_kato(self, req, cdw11, save, namespaces) -> None:
         self.ctrl.kato = cdw11

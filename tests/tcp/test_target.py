@@ -680,3 +680,16 @@ def test_identify_reports_the_subsystem_s_configured_vendor_ids(target, host):
     sub.vid, sub.ssvid = 0x1D0F, 0x1AF4
     c = IdentifyController.from_bytes(h.command(Identify(cns=1), length=4096).data)
     assert (c.vid, c.ssvid) == (0x1D0F, 0x1AF4)
+
+
+def test_enable_with_all_io_command_sets_selected_over_tcp(target, host):
+    h = host()
+    h.ic()
+    assert h.connect().ok
+    cap = int.from_bytes(bytes(h.prop_get(Reg.CAP, 8).cqe.raw[:8]), "little")
+    assert (cap >> 43) & 1  # CAP.CSS.IOCSS
+    assert h.prop_set(Reg.CC, (6 << 4) | (6 << 16) | (4 << 20)).ok
+    assert h.prop_set(Reg.CC, 1 | (6 << 4) | (6 << 16) | (4 << 20)).ok
+    wait_until(lambda: h.prop_get(Reg.CSTS).cqe.dw0 & 3 == 1, what="CSTS.RDY without CFS")
+    reply = h.command(Identify(cns=0x1C, cntid=0xFFFF), length=4096)
+    assert reply.ok and reply.data[:8] == (1).to_bytes(8, "little")

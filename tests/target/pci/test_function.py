@@ -738,3 +738,16 @@ def test_ids_given_to_the_function_are_what_identify_reports(make_function):
     c = _identify(h)
     assert (c.vid, c.ssvid) == (0x8086, 0x1028) == (h.cfg_read(Cfg.VENDOR_ID, 2),
                                                     h.cfg_read(Cfg.SUBSYSTEM_VENDOR_ID, 2))
+
+
+def test_enable_with_all_io_command_sets_selected(make_function):
+    # CC.CSS 110b through BAR0: ready, no CFS, and the NVM command set works.
+    _fn, h = make_function()
+    h.enable_device()
+    assert (h.bar_read64(Reg.CAP) >> 43) & 1  # CAP.CSS.IOCSS
+    h.enable(css=6)
+    csts = h.bar_read32(Reg.CSTS)
+    assert csts & 1 and not csts & 2
+    buf = h.alloc(4096)
+    ok(h.admin.command(Identify(cns=0x1C, cntid=0xFFFF, prp1=buf.addr)))
+    assert bytes(buf.view)[:8] == (1).to_bytes(8, "little") and not any(bytes(buf.view)[8:])
