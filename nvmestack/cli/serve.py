@@ -804,6 +804,8 @@ class _SubsystemPlan:
                 done.append(f"namespace {nsid} of {self.nqn} removed")
         for nsd, ns in self.opened:
             attach = nsd["attach"]
+            ns.attached_hosts.update(nsd.get("attach_hosts", ()))
+            ns.detached_hosts.update(nsd.get("detach_hosts", ()))
             sub.add_namespace(ns, attach=attach == "all")
             if isinstance(attach, list):
                 with sub.lock:

@@ -393,7 +393,7 @@ def _id_ns_controllers(ctrl: "Controller", req: "Request") -> bytes:
     nsid = req.cmd.nsid
     _check_nsid(ctrl, nsid)
     ns = ctrl.subsystem.namespaces.get(nsid)
-    attached = set(ns.attached) & set(ctrl.subsystem.controllers) if ns is not None else ()
+    attached = ctrl.subsystem.attached_controller_ids(ns) if ns is not None else ()
     return _ctrl_list(attached, req.cmd.cntid)
 
 

@@ -659,25 +659,40 @@ def namespace_attachment(ctrl: Controller, req: Request) -> None:
         ns = subsys.namespaces.get(nsid)
         if ns is None:
             raise NvmeError(GenericStatus.INVALID_FIELD, param=_NSID, msg="no such namespace")
-        targets = []
+        # Each identifier names a live controller, or the controller ID of a
+        # host without an association now (subsystem.py: the dynamic model
+        # keeps attachments per host).  (cntlid, live controller, host).
+        targets: list[tuple[int, Controller | None, str | None]] = []
         for cntlid in ids:
             target = subsys.controllers.get(cntlid)
-            if target is None:
+            host = subsys.controller_host(target) if target is not None else subsys.offline_host(cntlid)
+            if target is None and host is None:
                 raise NvmeError(CommandSpecificStatus.CONTROLLER_LIST_INVALID, msg=f"no controller {cntlid}")
-            targets.append(target)
+            targets.append((cntlid, target, host))
         if sel == NsAttachmentSelect.ATTACH:
-            for cntlid in ids:
-                if cntlid in ns.attached:
+            for cntlid, target, host in targets:
+                if (cntlid in ns.attached) if target is not None else (host in ns.attached_hosts):
                     raise NvmeError(CommandSpecificStatus.NAMESPACE_ALREADY_ATTACHED)
-            if not ns.shared and (ns.attached or len(ids) > 1):
+            hosts = {host for _, _, host in targets}
+            if not ns.shared and (ns.attached or len(ids) > 1 or ns.attached_hosts - hosts):
                 raise NvmeError(CommandSpecificStatus.NAMESPACE_IS_PRIVATE)
-            ns.attached.update(ids)
+            for cntlid, target, host in targets:
+                if target is not None:
+                    ns.attached.add(cntlid)
+                if host is not None:
+                    ns.attached_hosts.add(host)
+                    ns.detached_hosts.discard(host)
         else:
-            for cntlid in ids:
-                if cntlid not in ns.attached:
+            for cntlid, target, host in targets:
+                if (cntlid not in ns.attached) if target is not None else (host not in ns.attached_hosts):
                     raise NvmeError(CommandSpecificStatus.NAMESPACE_NOT_ATTACHED)
-            ns.attached.difference_update(ids)
-    subsys.namespace_changed([nsid], targets)
+            for cntlid, target, host in targets:
+                ns.attached.discard(cntlid)
+                if host is not None:
+                    ns.attached_hosts.discard(host)
+                    if ns.auto_attach:
+                        ns.detached_hosts.add(host)
+    subsys.namespace_changed([nsid], [target for _, target, _ in targets if target is not None])
 
 
 # ----------------------------------------------------------------------------

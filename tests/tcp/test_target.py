@@ -693,3 +693,34 @@ def test_enable_with_all_io_command_sets_selected_over_tcp(target, host):
     wait_until(lambda: h.prop_get(Reg.CSTS).cqe.dw0 & 3 == 1, what="CSTS.RDY without CFS")
     reply = h.command(Identify(cns=0x1C, cntid=0xFFFF), length=4096)
     assert reply.ok and reply.data[:8] == (1).to_bytes(8, "little")
+
+
+# ---------------------------------------------------------------------------
+# Namespace attachment across associations
+
+
+def test_a_private_namespace_stays_attached_across_reconnects(target, host):
+    from nvmestack.spec.admin import NamespaceAttachment
+    from nvmestack.spec.identify import ControllerList, NamespaceList
+    from nvmestack.target import Namespace
+
+    sub = target.subsystems[NQN]
+    sub.add_namespace(Namespace(2, 64, shared=False), attach=False)
+
+    def active(h):
+        return NamespaceList.from_bytes(h.command(Identify(cns=2), length=4096).data).nsids()
+
+    def attachment(h, cntlid, sel):
+        data = bytes(ControllerList.from_ids([cntlid]))
+        return h.command(NamespaceAttachment(sel=sel, nsid=2), data, write=True)
+
+    h = host().setup_admin()
+    cntlid = h.cntlid  # as nvme-cli's tests: read once
+    assert attachment(h, cntlid, 0).ok
+    assert active(h) == [1, 2]
+    h.close()  # nvme reset: the association ends, a new one begins
+    wait_until(lambda: not sub.controllers, what="the controller to go")
+    h = host().setup_admin()
+    assert h.cntlid == cntlid and active(h) == [1, 2]
+    assert attachment(h, cntlid, 1).ok and active(h) == [1]
+    assert attachment(h, cntlid, 0).ok and active(h) == [1, 2]
