@@ -22,6 +22,7 @@ from nvmestack.spec.features import (
     HostMemoryBufferAttributes,
     InterruptCoalescing,
     InterruptVectorConfiguration,
+    IoCommandSetProfile,
     KeepAliveTimer,
     LbaRangeTypeData,
     LbaRangeTypeDword,
@@ -131,6 +132,15 @@ def test_small_dwords():
         KeepAliveTimer(kato=1 << 32)
     with pytest.raises(ValueError):
         LbaRangeTypeDword(num=64)
+
+
+def test_io_command_set_profile():
+    # IOCSCI is CDW11 bits 8:0; bits 31:9 are reserved.
+    assert dw(IoCommandSetProfile(iocsci=0x1FF)) == 0x1FF
+    assert IoCommandSetProfile.from_dword(0xFFFF_FE05).iocsci == 5
+    assert feature_dword_class(0x19) is IoCommandSetProfile
+    with pytest.raises(ValueError):
+        IoCommandSetProfile(iocsci=512)
 
 
 def test_number_of_queues():

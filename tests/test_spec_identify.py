@@ -16,7 +16,9 @@ from nvmestack.spec.identify import (
     IdentifyController,
     IdentifyControllerNvm,
     IdentifyNamespace,
+    IdentifyIoCommandSet,
     IdentifyNamespaceIndependent,
+    IoCommandSetVector,
     LbaFormat,
     NamespaceList,
     NidType,
@@ -435,6 +437,24 @@ def test_identify_controller_nvm():
     assert (c.vsl, c.wzsl, c.wusl, c.dmrl, c.dmrsl, c.dmsl) == (1, 2, 3, 4, 0xAABBCCDD, 0x1122334455667788)
     assert bytes(IdentifyControllerNvm(vsl=1, wzsl=2, wusl=3, dmrl=4, dmrsl=0xAABBCCDD,
                                        dmsl=0x1122334455667788)) == bytes(raw)
+
+
+# ---------------------------------------------------------------- I/O command set data structure (CNS 1Ch)
+
+
+def test_identify_io_command_set():
+    assert IdentifyIoCommandSet.SIZE == 4096
+    ids = IdentifyIoCommandSet()
+    ids.iocsc = [IoCommandSetVector.NVM, IoCommandSetVector.NVM | IoCommandSetVector.ZONED]
+    raw = bytes(ids)
+    # IOCCS0 at bytes 7:0, IOCCS1 at 15:8, IOCCS511 at 4095:4088; little endian.
+    assert raw[0:8] == le(1, 8) and raw[8:16] == le(0b101, 8) and raw[16:] == bytes(4080)
+    raw = bytearray(raw)
+    raw[4088:4096] = le(1 << 1, 8)
+    back = IdentifyIoCommandSet.decode(raw)
+    assert back.iocsc[511] == IoCommandSetVector.KEY_VALUE
+    assert back.combinations() == [1, 5]
+    assert (IoCommandSetVector.SUBSYSTEM_LOCAL_MEMORY, IoCommandSetVector.COMPUTATIONAL_PROGRAMS) == (8, 16)
 
 
 # ---------------------------------------------------------------- namespace list

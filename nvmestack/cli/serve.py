@@ -720,7 +720,7 @@ def _size_text(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-_DEFERRED_ATTRS = ("serial", "model", "firmware", "ieee_oui", "max_namespaces", "capacity")
+_DEFERRED_ATTRS = ("serial", "model", "firmware", "ieee_oui", "vid", "ssvid", "max_namespaces", "capacity")
 
 
 def deferred_attributes(old_spec: dict, new_spec: dict) -> list[str]:
@@ -804,6 +804,8 @@ class _SubsystemPlan:
                 done.append(f"namespace {nsid} of {self.nqn} removed")
         for nsd, ns in self.opened:
             attach = nsd["attach"]
+            ns.attached_hosts.update(nsd.get("attach_hosts", ()))
+            ns.detached_hosts.update(nsd.get("detach_hosts", ()))
             sub.add_namespace(ns, attach=attach == "all")
             if isinstance(attach, list):
                 with sub.lock:

@@ -123,7 +123,7 @@ from ..spec.log import (
     SmartLog,
 )
 from ..spec.opcodes import AdminOpcode, NvmOpcode
-from ..spec.registers import Cap, Reg, mps_for_page_size
+from ..spec.registers import Cap, CapCss, CcCss, Reg, mps_for_page_size
 from ..spec.status import PathStatus, Status
 from .queue import CqEntry, HostQueue
 from .request import ControllerDeadError, HostRequest, NvmeHostError, NvmeStatusError
@@ -358,6 +358,7 @@ class NvmeController:
         # What the controller told us.
         self.cap = 0
         self.vs = 0
+        self.css = CcCss.NVM  # CC.CSS the controller was enabled with
         self.identify: IdentifyController | None = None
         self.identify_nvm: IdentifyControllerNvm | None = None  # CNS 06h, CSI NVM (WZSL, DMRL, VSL ...)
         self.effects = CommandsSupportedAndEffects()
@@ -548,7 +549,10 @@ class NvmeController:
         self._keep_alive_tag = bool(getattr(transport, "needs_keep_alive", False)) and aer_tags < entries - 2
         reserved = aer_tags + self._keep_alive_tag
         self.admin_queue = self._setup_queue(transport.setup_admin_queue(entries, reserved))
-        cc = (mps << 7) | (0 << 4) | (0 << 11) | (6 << 16) | (4 << 20)  # CSS NVM, AMS RR, IOSQES 6, IOCQES 4
+        # I/O Command Set selection as Linux's nvme_enable_ctrl: all supported
+        # I/O command sets (110b) when CAP.CSS.IOCSS is set, else NVM (000b).
+        self.css = CcCss.ALL_IOCS if (cap >> 37) & CapCss.IOCS else CcCss.NVM
+        cc = (mps << 7) | (self.css << 4) | (0 << 11) | (6 << 16) | (4 << 20)  # AMS RR, IOSQES 6, IOCQES 4
         transport.reg_write32(Reg.CC, cc)
         transport.reg_read32(Reg.CC)  # flush the write (Linux does, for PCI)
         transport.reg_write32(Reg.CC, cc | _CC_EN)

@@ -58,6 +58,7 @@ __all__ = [
     "TimestampData",
     "KeepAliveTimer",
     "HostControlledThermalManagement",
+    "IoCommandSetProfile",
     "HostBehaviorSupport",
     "SoftwareProgressMarker",
     "HostIdentifier",
@@ -413,6 +414,15 @@ class HostControlledThermalManagement(FeatureDword):
 
     tmt2 = Bits(0, 4, 0, 16, "Thermal Management Temperature 2 (TMT2), kelvins")
     tmt1 = Bits(0, 4, 16, 16, "Thermal Management Temperature 1 (TMT1), kelvins")
+
+
+class IoCommandSetProfile(FeatureDword):
+    """I/O Command Set Profile (19h): CDW11 of Set Features, DW0 of the Get
+    Features completion (NVMe 2.0 figures 429 and 430)."""
+
+    FID = FeatureId.IOCS_PROFILE
+
+    iocsci = Bits(0, 4, 0, 9, "I/O Command Set Combination Index (IOCSCI) into Identify CNS 1Ch")
 
 
 class HostBehaviorSupport(Struct):

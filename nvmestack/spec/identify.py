@@ -70,6 +70,9 @@ __all__ = [
     "IdentifyNamespace",
     "IdentifyControllerNvm",
     "IdentifyNamespaceIndependent",
+    "IoCommandSetVector",
+    "IOCS_COMBINATION_COUNT",
+    "IdentifyIoCommandSet",
     "NamespaceList",
     "ControllerList",
     "NsIdDescriptor",
@@ -85,6 +88,7 @@ POWER_STATE_COUNT = 32
 LBA_FORMAT_COUNT = 64
 NS_LIST_MAX = 1024  # NSIDs in a namespace list (4096 / 4)
 CTRL_LIST_MAX = 2047  # controller identifiers after the 2-byte count
+IOCS_COMBINATION_COUNT = 512  # I/O Command Set Combinations in CNS 1Ch (4096 / 8)
 NSID_BROADCAST = 0xFFFFFFFF
 
 
@@ -719,6 +723,42 @@ class IdentifyNamespaceIndependent(Struct):
 # --------------------------------------------------------------------------
 # Namespace list (CNS 02h active, 07h active for a CSI, 10h/1Ah allocated)
 # --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# Identify I/O Command Set data structure (CNS 1Ch)
+# --------------------------------------------------------------------------
+
+
+class IoCommandSetVector(IntFlag):
+    """An I/O Command Set Vector: bit n is the command set with CSI n."""
+
+    NVM = 1 << 0  # NVMS
+    KEY_VALUE = 1 << 1  # KVCS
+    ZONED = 1 << 2  # ZNSCS
+    SUBSYSTEM_LOCAL_MEMORY = 1 << 3  # SLMCS
+    COMPUTATIONAL_PROGRAMS = 1 << 4  # CPNCS
+
+
+class IdentifyIoCommandSet(Struct):
+    """Identify I/O Command Set data structure (CNS 1Ch), 4096 bytes: 512
+    I/O Command Set Combinations (IOCCS0..511), each an 8-byte
+    IoCommandSetVector; the first zero entry ends the list.  The I/O Command
+    Set Profile feature (19h) selects one by its index."""
+
+    SIZE = IDENTIFY_DATA_SIZE
+    RESERVED: ClassVar[tuple[tuple[int, int], ...]] = ()
+
+    iocsc = IntArray(0, 8, IOCS_COMBINATION_COUNT, "I/O Command Set Combinations (IOCCS0..IOCCS511)")
+
+    def combinations(self) -> list[int]:
+        """The combinations before the first zero entry."""
+        out = []
+        for vector in self.iocsc:
+            if not vector:
+                break
+            out.append(vector)
+        return out
 
 
 class NamespaceList(Struct):

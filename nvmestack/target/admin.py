@@ -31,7 +31,9 @@ from ..spec.identify import (
     Ctratt,
     IdentifyController,
     IdentifyControllerNvm,
+    IdentifyIoCommandSet,
     IdentifyNamespace,
+    IoCommandSetVector,
     IdentifyNamespaceIndependent,
     Lpa,
     NamespaceList,
@@ -50,6 +52,7 @@ from ..spec.log import (
     SupportedLogPages,
 )
 from ..spec.opcodes import AdminOpcode, CommandSet
+from ..spec.registers import CcCss
 from ..spec.status import CommandSpecificStatus, GenericStatus
 from .commands import (
     ADMIN_COMMANDS,
@@ -61,7 +64,7 @@ from .commands import (
 )
 from .controller import AERL, ERROR_LOG_ENTRIES
 from .errors import NvmeError
-from .features import NPSS, feature_transfer_length
+from .features import IOCS_COMBINATIONS, NPSS, enabled_command_sets, feature_transfer_length
 from .namespace import DEFAULT_LBA_FORMATS
 
 if TYPE_CHECKING:
@@ -131,9 +134,13 @@ def identify_controller(ctrl: "Controller") -> IdentifyController:
     """The Identify Controller data structure (CNS 01h) of ``ctrl``."""
     sub = ctrl.subsystem
     idc = IdentifyController()
-    # PCI vendor IDs: none assigned unless the subsystem has them.
-    idc.vid = int(getattr(sub, "vid", 0) or 0) & 0xFFFF
-    idc.ssvid = int(getattr(sub, "ssvid", 0) or 0) & 0xFFFF
+    # PCI Vendor ID and PCI Subsystem Vendor ID: a PCIe function's are the
+    # ids of its configuration space (the spec wants the same values in
+    # both); over fabrics the subsystem's configured ones, else 0h.
+    pci_ids = getattr(ctrl, "pci_ids", None)
+    vid, ssvid = pci_ids if pci_ids is not None else (getattr(sub, "vid", None), getattr(sub, "ssvid", None))
+    idc.vid = int(vid or 0) & 0xFFFF
+    idc.ssvid = int(ssvid or 0) & 0xFFFF
     idc.sn = _ascii(sub.serial, 20)
     idc.mn = _ascii(sub.model, 40)
     idc.fr = _ascii(sub.firmware_revision, 8)
@@ -261,9 +268,14 @@ def _check_nsid(ctrl: "Controller", nsid: int) -> None:
         raise _invalid_ns(f"NSID {nsid:#x} is not a valid namespace identifier")
 
 
-def _check_csi_nvm(req: "Request") -> None:
-    if req.cmd.csi != CommandSet.NVM:
-        raise _invalid_field(_CSI, f"command set {req.cmd.csi} is not supported")
+def _check_csi(ctrl: "Controller", req: "Request") -> None:
+    """A command-set-specific CNS (05h, 06h, 07h, 1Ah, 1Bh): CSI must name an
+    I/O command set this controller supports and has enabled (CC.CSS and
+    the I/O Command Set Profile); only the NVM command set is implemented.
+    Anything else is Invalid Field in Command."""
+    csi = req.cmd.csi
+    if csi >= 64 or not enabled_command_sets(ctrl) >> csi & 1:
+        raise _invalid_field(_CSI, f"command set {csi} is not supported or not enabled")
 
 
 def _id_namespace(ctrl: "Controller", req: "Request") -> bytes:
@@ -310,22 +322,43 @@ def _id_descriptors(ctrl: "Controller", req: "Request") -> bytes:
 def _id_csi_namespace(ctrl: "Controller", req: "Request") -> bytes:
     # The NVM Command Set specific Identify Namespace (CNS 05h, CSI 00h):
     # LBSTM 0 (no storage tags), PIC 0, every extended LBA format with the
-    # 16-bit guard protection information format: all zeroes.
-    _check_csi_nvm(req)
-    _check_nsid(ctrl, req.cmd.nsid)
+    # 16-bit guard protection information format: all zeroes, for an active
+    # or an inactive NSID alike, and for FFFFFFFFh (the capabilities common
+    # to all namespaces; namespace management is supported).
+    if req.cmd.nsid != NSID_BROADCAST:
+        _check_nsid(ctrl, req.cmd.nsid)
     return bytes(IDENTIFY_DATA_SIZE)
 
 
 def _id_csi_controller(ctrl: "Controller", req: "Request") -> bytes:
-    _check_csi_nvm(req)
     # No Verify, Write Zeroes, Write Uncorrectable or Dataset Management
     # limits beyond MDTS and the command formats: every field 0h.
     return bytes(IdentifyControllerNvm())
 
 
 def _id_csi_active_list(ctrl: "Controller", req: "Request") -> bytes:
-    _check_csi_nvm(req)
+    # Every namespace is an NVM namespace: the active list.
     return _id_active_list(ctrl, req)
+
+
+def _id_csi_allocated_list(ctrl: "Controller", req: "Request") -> bytes:
+    return _id_allocated_list(ctrl, req)
+
+
+def _id_csi_allocated_namespace(ctrl: "Controller", req: "Request") -> bytes:
+    # As CNS 05h, for an allocated NSID (zero filled when unallocated).
+    _check_nsid(ctrl, req.cmd.nsid)
+    return bytes(IDENTIFY_DATA_SIZE)
+
+
+def _id_command_sets(ctrl: "Controller", req: "Request") -> bytes:
+    """Identify I/O Command Set data structure (CNS 1Ch): the combinations
+    the controller supports.  CNTID FFFFh means this controller; every
+    controller of the subsystem supports the same combinations, so the
+    structure is the same whichever one CNTID names."""
+    ids = IdentifyIoCommandSet()
+    ids.iocsc = [int(vector) for vector in IOCS_COMBINATIONS]
+    return bytes(ids)
 
 
 def _id_independent_namespace(ctrl: "Controller", req: "Request") -> bytes:
@@ -360,7 +393,7 @@ def _id_ns_controllers(ctrl: "Controller", req: "Request") -> bytes:
     nsid = req.cmd.nsid
     _check_nsid(ctrl, nsid)
     ns = ctrl.subsystem.namespaces.get(nsid)
-    attached = set(ns.attached) & set(ctrl.subsystem.controllers) if ns is not None else ()
+    attached = ctrl.subsystem.attached_controller_ids(ns) if ns is not None else ()
     return _ctrl_list(attached, req.cmd.cntid)
 
 
@@ -381,16 +414,30 @@ _IDENTIFY: dict[int, Callable[["Controller", "Request"], bytes]] = {
     Cns.ALLOCATED_NS: _id_allocated_namespace,
     Cns.NS_CTRL_LIST: _id_ns_controllers,
     Cns.CTRL_LIST: _id_controllers,
+    Cns.CSI_ALLOCATED_NS_LIST: _id_csi_allocated_list,
+    Cns.CSI_ALLOCATED_NS: _id_csi_allocated_namespace,
+    Cns.COMMAND_SET_STRUCTURE: _id_command_sets,
 }
 
+# The CNS values whose structure depends on CSI (CDW11 31:24).
+_CSI_SPECIFIC_CNS = frozenset({
+    Cns.CSI_NS, Cns.CSI_CTRL, Cns.CSI_NS_ACTIVE_LIST, Cns.CSI_ALLOCATED_NS_LIST, Cns.CSI_ALLOCATED_NS,
+})
 
-@admin_command(AdminOpcode.IDENTIFY, transfer=lambda ctrl, req: IDENTIFY_DATA_SIZE, ns=None)
+
+def _identify_transfer(ctrl: "Controller", req: "Request") -> int:
+    cns = req.cmd.cns
+    if cns not in _IDENTIFY or (cns == Cns.COMMAND_SET_STRUCTURE and not ctrl.regs.cap.css_iocs):
+        raise _invalid_field(_CDW10, f"CNS {cns:#04x} is not supported")
+    if cns in _CSI_SPECIFIC_CNS:
+        _check_csi(ctrl, req)
+    return IDENTIFY_DATA_SIZE
+
+
+@admin_command(AdminOpcode.IDENTIFY, transfer=_identify_transfer, ns=None)
 def identify(ctrl: "Controller", req: "Request"):
     """Identify: the 4096-byte data structure CNS selects."""
-    build = _IDENTIFY.get(req.cmd.cns)
-    if build is None:
-        raise _invalid_field(_CDW10, f"CNS {req.cmd.cns:#04x} is not supported")
-    data = build(ctrl, req)
+    data = _IDENTIFY[req.cmd.cns](ctrl, req)
     req.write_data(data[: req.data_len])
 
 
@@ -399,7 +446,19 @@ def identify(ctrl: "Controller", req: "Request"):
 
 
 def _log_transfer(ctrl: "Controller", req: "Request") -> int:
-    length = req.cmd.length
+    """The common fields of Get Log Page, checked before any data moves."""
+    cmd = req.cmd
+    lid = cmd.lid
+    if lid not in LOG_PAGES:
+        raise NvmeError(CommandSpecificStatus.INVALID_LOG_PAGE, param=_CDW10,
+                        msg=f"log page {lid:#04x} is not supported")
+    if cmd.ot:
+        raise _invalid_field(58, "index offsets are not supported for this log page", bit=7)
+    if cmd.offset & 3:
+        raise _invalid_field(_LPOL, "the log page offset is not dword aligned")
+    if lid not in NSID_SCOPED_LOG_PAGES and cmd.nsid not in (0, NSID_BROADCAST):
+        raise _invalid_field(_NSID, f"log page {lid:#04x} is not kept per namespace")
+    length = cmd.length
     if ctrl.max_transfer and length > ctrl.max_transfer:
         raise _invalid_field(_CDW10_HI, "the transfer exceeds MDTS")
     return length
@@ -407,22 +466,13 @@ def _log_transfer(ctrl: "Controller", req: "Request") -> int:
 
 @admin_command(AdminOpcode.GET_LOG_PAGE, transfer=_log_transfer, ns=None)
 def get_log_page(ctrl: "Controller", req: "Request"):
-    """Get Log Page: the part of the page at the offset the host asked for;
-    bytes past the end of the page read as zero."""
+    """Get Log Page (its common fields checked by ``_log_transfer``): the
+    part of the page at the offset the host asked for; bytes past the end of
+    the page read as zero."""
     cmd = req.cmd
     lid = cmd.lid
-    build = LOG_PAGES.get(lid)
-    if build is None:
-        raise NvmeError(CommandSpecificStatus.INVALID_LOG_PAGE, param=_CDW10,
-                        msg=f"log page {lid:#04x} is not supported")
-    if cmd.ot:
-        raise _invalid_field(58, "index offsets are not supported for this log page", bit=7)
     offset = cmd.offset
-    if offset & 3:
-        raise _invalid_field(_LPOL, "the log page offset is not dword aligned")
-    if lid not in NSID_SCOPED_LOG_PAGES and cmd.nsid not in (0, NSID_BROADCAST):
-        raise _invalid_field(_NSID, f"log page {lid:#04x} is not kept per namespace")
-    page = bytes(build(ctrl, req))
+    page = bytes(LOG_PAGES[lid](ctrl, req))
     if offset >= len(page):
         raise _invalid_field(_LPOL, f"offset {offset} is beyond the {len(page)}-byte log page")
     chunk = page[offset : offset + req.data_len]
@@ -489,14 +539,19 @@ _QUEUE_OPCODES = frozenset({
 @log_page(LogPageId.CMD_EFFECTS)
 def commands_supported_and_effects(ctrl: "Controller", req: "Request") -> bytes:
     """Commands Supported and Effects (05h): every admin opcode this
-    controller runs, and the NVM command set's I/O opcodes while an I/O
-    command set is selected (CC.CSS)."""
+    controller runs, and the I/O opcodes of the NVM command set when it is
+    the command set CC.CSS selects (000b), or with CC.CSS 110b the one CSI
+    (CDW14) names and the selected combination enables.  For any other
+    command set (the Zoned Namespace one nvme-cli asks for when CAP.CSS.IOCSS
+    is set, say) no I/O command is supported: the I/O part is empty."""
     page = CommandsSupportedAndEffects()
     for opcode, handler in sorted(ADMIN_COMMANDS.items()):
         if opcode in _QUEUE_OPCODES and ctrl.queue_ops is None:
             continue
         page.acs[opcode].value = handler.effects | 1
-    if ctrl.regs.cc.css != 0x7:  # 111b: admin command set only
+    css = ctrl.regs.cc.css
+    csi = req.cmd.csi if css == CcCss.ALL_IOCS else CommandSet.NVM  # CSI is ignored otherwise
+    if csi == CommandSet.NVM and enabled_command_sets(ctrl) & IoCommandSetVector.NVM:
         for opcode, handler in sorted(IO_COMMANDS.items()):
             if 0 <= opcode <= 0xFF:
                 page.iocs[opcode].value = handler.effects | 1
@@ -507,13 +562,20 @@ def commands_supported_and_effects(ctrl: "Controller", req: "Request") -> bytes:
 # Set Features / Get Features
 
 
+# The transfer step runs when the command is prepared: every field that can
+# be checked without the data is checked there, so a command that fails sets
+# up no transfer (no PRP is followed, no R2T is sent).
+
+
 def _get_features_transfer(ctrl: "Controller", req: "Request") -> int:
     cmd = req.cmd
+    ctrl.features.check_get(req)
     return feature_transfer_length(ctrl, cmd.fid, cmd.cdw11, sel=cmd.sel, setting=False)
 
 
 def _set_features_transfer(ctrl: "Controller", req: "Request") -> int:
     cmd = req.cmd
+    ctrl.features.check_set(req)
     return feature_transfer_length(ctrl, cmd.fid, cmd.cdw11, setting=True)
 
 

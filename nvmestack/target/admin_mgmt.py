@@ -541,7 +541,17 @@ def fill_identify_controller(ctrl: Controller, idc: IdentifyController) -> None:
 
 
 def _ns_mgmt_transfer(ctrl: Controller, req: Request) -> int:
-    return IdentifyNamespace.SIZE if req.cmd.sel == NsManagementSelect.CREATE else 0
+    """Checked before any data moves: SEL, and for a create NSID and CSI."""
+    sel = req.cmd.sel
+    if sel == NsManagementSelect.DELETE:
+        return 0
+    if sel != NsManagementSelect.CREATE:
+        raise NvmeError(GenericStatus.INVALID_FIELD, param=_CDW10, msg="reserved SEL")
+    if req.sqe.nsid != 0:
+        raise NvmeError(GenericStatus.INVALID_FIELD, param=_NSID, msg="NSID must be 0 for create")
+    if req.cmd.csi != 0:
+        raise NvmeError(CommandSpecificStatus.IOCS_NOT_SUPPORTED, param=_CDW11 + 3)
+    return IdentifyNamespace.SIZE
 
 
 @admin_command(AdminOpcode.NAMESPACE_MANAGEMENT, transfer=_ns_mgmt_transfer, ns=None, effects=_NIC | _CSE_CTRL)
@@ -555,11 +565,7 @@ def namespace_management(ctrl: Controller, req: Request):
 
 
 def _ns_create(ctrl: Controller, req: Request) -> None:
-    subsys = ctrl.subsystem
-    if req.sqe.nsid != 0:
-        raise NvmeError(GenericStatus.INVALID_FIELD, param=_NSID, msg="NSID must be 0 for create")
-    if req.cmd.csi != 0:
-        raise NvmeError(CommandSpecificStatus.IOCS_NOT_SUPPORTED, param=_CDW11 + 3)
+    subsys = ctrl.subsystem  # NSID and CSI were checked by _ns_mgmt_transfer
     spec = IdentifyNamespace.view(req.read_data(IdentifyNamespace.SIZE))
     nsze, ncap = spec.nsze, spec.ncap
     if nsze == 0 or ncap == 0 or ncap > nsze:
@@ -624,18 +630,24 @@ def _ns_delete(ctrl: Controller, req: Request) -> None:
 # Namespace Attachment
 
 
-@admin_command(AdminOpcode.NAMESPACE_ATTACHMENT, transfer=lambda ctrl, req: ControllerList.SIZE, ns=None,
-               effects=_NIC | _CSE_CTRL)
-def namespace_attachment(ctrl: Controller, req: Request) -> None:
-    subsys = ctrl.subsystem
-    sel = req.cmd.sel
-    if sel not in (NsAttachmentSelect.ATTACH, NsAttachmentSelect.DETACH):
+def _ns_attach_transfer(ctrl: Controller, req: Request) -> int:
+    """Checked before any data moves: SEL and NSID."""
+    if req.cmd.sel not in (NsAttachmentSelect.ATTACH, NsAttachmentSelect.DETACH):
         raise NvmeError(GenericStatus.INVALID_FIELD, param=_CDW10, msg="reserved SEL")
     nsid = req.sqe.nsid
     if nsid == NSID_ALL:
         raise NvmeError(GenericStatus.INVALID_FIELD, param=_NSID)
-    if not _nsid_valid(subsys, nsid):
+    if not _nsid_valid(ctrl.subsystem, nsid):
         raise NvmeError(GenericStatus.INVALID_NAMESPACE_OR_FORMAT, param=_NSID)
+    return ControllerList.SIZE
+
+
+@admin_command(AdminOpcode.NAMESPACE_ATTACHMENT, transfer=_ns_attach_transfer, ns=None,
+               effects=_NIC | _CSE_CTRL)
+def namespace_attachment(ctrl: Controller, req: Request) -> None:
+    subsys = ctrl.subsystem
+    sel = req.cmd.sel
+    nsid = req.sqe.nsid
     clist = ControllerList.view(req.read_data(ControllerList.SIZE))
     count = clist.num
     if count == 0 or count > CTRL_LIST_MAX:
@@ -647,25 +659,40 @@ def namespace_attachment(ctrl: Controller, req: Request) -> None:
         ns = subsys.namespaces.get(nsid)
         if ns is None:
             raise NvmeError(GenericStatus.INVALID_FIELD, param=_NSID, msg="no such namespace")
-        targets = []
+        # Each identifier names a live controller, or the controller ID of a
+        # host without an association now (subsystem.py: the dynamic model
+        # keeps attachments per host).  (cntlid, live controller, host).
+        targets: list[tuple[int, Controller | None, str | None]] = []
         for cntlid in ids:
             target = subsys.controllers.get(cntlid)
-            if target is None:
+            host = subsys.controller_host(target) if target is not None else subsys.offline_host(cntlid)
+            if target is None and host is None:
                 raise NvmeError(CommandSpecificStatus.CONTROLLER_LIST_INVALID, msg=f"no controller {cntlid}")
-            targets.append(target)
+            targets.append((cntlid, target, host))
         if sel == NsAttachmentSelect.ATTACH:
-            for cntlid in ids:
-                if cntlid in ns.attached:
+            for cntlid, target, host in targets:
+                if (cntlid in ns.attached) if target is not None else (host in ns.attached_hosts):
                     raise NvmeError(CommandSpecificStatus.NAMESPACE_ALREADY_ATTACHED)
-            if not ns.shared and (ns.attached or len(ids) > 1):
+            hosts = {host for _, _, host in targets}
+            if not ns.shared and (ns.attached or len(ids) > 1 or ns.attached_hosts - hosts):
                 raise NvmeError(CommandSpecificStatus.NAMESPACE_IS_PRIVATE)
-            ns.attached.update(ids)
+            for cntlid, target, host in targets:
+                if target is not None:
+                    ns.attached.add(cntlid)
+                if host is not None:
+                    ns.attached_hosts.add(host)
+                    ns.detached_hosts.discard(host)
         else:
-            for cntlid in ids:
-                if cntlid not in ns.attached:
+            for cntlid, target, host in targets:
+                if (cntlid not in ns.attached) if target is not None else (host not in ns.attached_hosts):
                     raise NvmeError(CommandSpecificStatus.NAMESPACE_NOT_ATTACHED)
-            ns.attached.difference_update(ids)
-    subsys.namespace_changed([nsid], targets)
+            for cntlid, target, host in targets:
+                ns.attached.discard(cntlid)
+                if host is not None:
+                    ns.attached_hosts.discard(host)
+                    if ns.auto_attach:
+                        ns.detached_hosts.add(host)
+    subsys.namespace_changed([nsid], [target for _, target, _ in targets if target is not None])
 
 
 # ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 from ..spec.log import ErrorInformationEntry, LogPageId
 from ..spec.registers import (
     Ams,
+    CcCss,
     ControllerRegisters,
     Reg,
     Shn,
@@ -125,6 +126,9 @@ class Controller:
         cap.dstrd = 0
         cap.nssrs = not fabrics
         cap.css_nvm = True
+        # I/O Command Set selection (CC.CSS 110b, feature 19h, Identify CNS
+        # 1Ch); a discovery controller reports only the NVM bit.
+        cap.css_iocs = not getattr(subsystem, "discovery", False)
         cap.mpsmin = 0
         cap.mpsmax = 4
         self.regs.vs.value = nvme_version(2, 0, 0)
@@ -254,7 +258,8 @@ class Controller:
         cc, cap = self.regs.cc, self.regs.cap
         if not cap.mpsmin <= cc.mps <= cap.mpsmax:
             return False
-        if cc.css != 0 and not (cc.css == 0x7 and cap.css_noiocs):
+        supported = {CcCss.NVM: cap.css_nvm, CcCss.ALL_IOCS: cap.css_iocs, CcCss.ADMIN_ONLY: cap.css_noiocs}
+        if not supported.get(cc.css, False):
             return False
         if cc.ams == Ams.WRRU:
             return bool(cap.ams & 1)
@@ -316,7 +321,8 @@ class Controller:
         req.ctrl = self
         with self.lock:
             key = (req.sqid, req.cid)
-            if key in self.outstanding:
+            earlier = self.outstanding.get(key)
+            if earlier is not None and not self._forget_aer(earlier):
                 # A second command with the same identifier on the same queue.
                 self._fail(req, NvmeError(GenericStatus.COMMAND_ID_CONFLICT))
                 return False
@@ -353,6 +359,30 @@ class Controller:
         except NvmeError as err:
             self._fail(req, err)
             return False
+        return True
+
+    def _forget_aer(self, earlier: Request) -> bool:
+        """A new admin command reuses the identifier of ``earlier``: if that
+        is an Asynchronous Event Request still waiting for an event, the host
+        has given it up and the new command is accepted (lock held).
+
+        The specification lets a controller answer Command ID Conflict, and
+        we do for any other command still running: its completion is still
+        to come, and two completions with one identifier are ambiguous.  An
+        outstanding AER is different: hosts complete their AERs themselves
+        when they tear a controller down (SPDK does on detach, then sends
+        Property Set CC.SHN with one of their identifiers), and Linux nvmet
+        does not track identifiers at all.  Refusing would leave the
+        controller never shut down; so the forgotten AER ends without a
+        completion (one now would carry the new command's identifier) and
+        any event it would have reported waits for the next AER."""
+        if not earlier.admin or earlier not in self.aer_requests:
+            return False
+        self.aer_requests.remove(earlier)
+        del self.outstanding[(earlier.sqid, earlier.cid)]
+        earlier.cancel()
+        log.info("controller %d: command %#x reuses the identifier of an outstanding AER; the AER is dropped",
+                 self.cntlid, earlier.cid)
         return True
 
     def execute(self, req: Request) -> None:

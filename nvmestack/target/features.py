@@ -42,6 +42,7 @@ from ..spec.features import (
     HostIdentifier64,
     HostIdentifier128,
     InterruptVectorConfiguration,
+    IoCommandSetProfile,
     LbaRangeTypeData,
     NumberOfQueues,
     PowerManagement,
@@ -50,7 +51,8 @@ from ..spec.features import (
     TimestampData,
     TimestampOrigin,
 )
-from ..spec.identify import NSID_BROADCAST
+from ..spec.identify import NSID_BROADCAST, IoCommandSetVector
+from ..spec.registers import CcCss
 from ..spec.status import CommandSpecificStatus, GenericStatus
 from .errors import NvmeError
 
@@ -67,7 +69,13 @@ __all__ = [
     "MAX_IO_QUEUES",
     "NPSS",
     "feature_transfer_length",
+    "IOCS_COMBINATIONS",
+    "enabled_command_sets",
 ]
+
+# The I/O Command Set Combinations this controller supports (Identify CNS
+# 1Ch, in order; feature 19h selects one by index): the NVM command set.
+IOCS_COMBINATIONS: tuple[int, ...] = (IoCommandSetVector.NVM,)
 
 # I/O submission (and completion) queues a controller grants at most.
 MAX_IO_QUEUES = 64
@@ -115,6 +123,9 @@ FEATURE_INFO: dict[int, FeatureInfo] = {
     _FID.TIMESTAMP: FeatureInfo(saveable=False),
     _FID.KATO: FeatureInfo(saveable=False),
     _FID.HOST_ID: FeatureInfo(saveable=False),
+    # Only with CAP.CSS.IOCSS (not on discovery controllers); its one valid
+    # value is index 0, so "persists across reset" holds with no storage.
+    _FID.IOCS_PROFILE: FeatureInfo(saveable=False),
 }
 
 # Feature -> bytes of its data buffer (Host Identifier: see CDW11.EXHID).
@@ -217,7 +228,10 @@ class SavedFeatures:
 def feature_transfer_length(ctrl: "Controller", fid: int, cdw11: int, *, sel: int = 0, setting: bool) -> int:
     """Bytes of data a Get Features (or, with ``setting``, a Set Features)
     command for ``fid`` moves; 0 for a feature without data, an unsupported
-    feature, and Get Features with Select = 11b (capabilities in dword 0)."""
+    feature, and Get Features with Select = 11b (capabilities in dword 0).
+    A reserved Select (100b-111b) moves nothing: Invalid Field."""
+    if not setting and sel > FeatureSelect.SUPPORTED:
+        raise _invalid(f"Select {sel} is reserved", param=41)
     size = _DATA_SIZE.get(fid)
     if size is None or fid not in FEATURE_INFO:
         return 0
@@ -226,6 +240,19 @@ def feature_transfer_length(ctrl: "Controller", fid: int, cdw11: int, *, sel: in
     if fid == _FID.HOST_ID:
         return HostIdentifier128.SIZE if cdw11 & 1 else HostIdentifier64.SIZE
     return size
+
+
+def enabled_command_sets(ctrl: "Controller") -> int:
+    """The I/O Command Set Vector of the command sets ``ctrl`` uses: CC.CSS
+    000b the NVM command set, 110b the combination feature 19h selects, 111b
+    (admin only) none."""
+    css = ctrl.regs.cc.css
+    if css == CcCss.NVM:
+        return IoCommandSetVector.NVM
+    if css == CcCss.ALL_IOCS:
+        index = ctrl.features.value(_FID.IOCS_PROFILE) & 0x1FF
+        return IOCS_COMBINATIONS[index] if index < len(IOCS_COMBINATIONS) else 0
+    return 0
 
 
 class FeatureStore:
@@ -435,15 +462,26 @@ class FeatureStore:
         info = FEATURE_INFO.get(fid)
         if info is None or (info.pcie_only and self.ctrl.fabrics):
             raise _invalid(f"feature {fid:#04x} is not supported")
+        if fid == _FID.IOCS_PROFILE and not self.ctrl.regs.cap.css_iocs:
+            raise _invalid("no I/O Command Set selection (CAP.CSS.IOCSS is 0)")
         return info
 
+    def check_get(self, req: "Request") -> None:
+        """The fields of a Get Features command that do not need its data:
+        run when the command is prepared, before any data moves."""
+        cmd = req.cmd
+        if cmd.sel > FeatureSelect.SUPPORTED:
+            raise _invalid(f"Select {cmd.sel} is reserved", param=41)
+        info = self._supported(cmd.fid)
+        if info.ns_specific:
+            self._get_namespace(cmd.nsid)
+
     def get_features(self, req: "Request") -> None:
-        """Execute Get Features: the value in dword 0 of the completion, and
-        the data buffer for the features that have one."""
+        """Execute Get Features (its fields checked by :meth:`check_get`):
+        the value in dword 0 of the completion, and the data buffer for the
+        features that have one."""
         cmd = req.cmd
         fid, sel, cdw11 = cmd.fid, cmd.sel, cmd.cdw11
-        if sel > FeatureSelect.SUPPORTED:
-            raise _invalid(f"Select {sel} is reserved", param=41)
         info = self._supported(fid)
         ns = self._get_namespace(cmd.nsid) if info.ns_specific else None
         if sel == FeatureSelect.SUPPORTED:
@@ -492,10 +530,12 @@ class FeatureStore:
     # ------------------------------------------------------------------
     # Set Features
 
-    def set_features(self, req: "Request") -> None:
-        """Execute Set Features."""
+    def check_set(self, req: "Request") -> list["Namespace"]:
+        """The fields of a Set Features command that do not need its data
+        (run when the command is prepared, before any data moves); the
+        namespaces a namespace-specific feature applies to."""
         cmd = req.cmd
-        fid, save, cdw11, nsid = cmd.fid, cmd.sv, cmd.cdw11, cmd.nsid
+        fid, save, nsid = cmd.fid, cmd.sv, cmd.nsid
         info = self._supported(fid)
         namespaces: list["Namespace"] = []
         if info.ns_specific:
@@ -508,6 +548,15 @@ class FeatureStore:
             raise NvmeError(CommandSpecificStatus.FEATURE_NOT_CHANGEABLE, param=40)
         if save and not info.saveable:
             raise NvmeError(CommandSpecificStatus.FEATURE_ID_NOT_SAVEABLE, param=43, bit=7)
+        if fid == _FID.HOST_ID:
+            self._check_host_id_settable()
+        return namespaces
+
+    def set_features(self, req: "Request") -> None:
+        """Execute Set Features (its fields checked by :meth:`check_set`)."""
+        cmd = req.cmd
+        fid, save, cdw11 = cmd.fid, cmd.sv, cmd.cdw11
+        namespaces = self.check_set(req)  # again: namespaces may have changed since
         setter = getattr(self, f"_set_{FeatureId(fid).name.lower()}")
         setter(req, cdw11, save, namespaces)
         if save:
@@ -608,11 +657,20 @@ class FeatureStore:
             self._timestamp_at = time.monotonic()
             self._timestamp_origin = TimestampOrigin.SET_FEATURES
 
+    def _set_iocs_profile(self, req, cdw11, save, namespaces) -> None:
+        if self.ctrl.regs.cc.css != CcCss.ALL_IOCS:
+            return  # no effect unless CC.CSS selects all supported I/O command sets
+        index = IoCommandSetProfile.from_dword(cdw11).iocsci
+        if index >= len(IOCS_COMBINATIONS):
+            raise NvmeError(CommandSpecificStatus.IOCS_COMBINATION_REJECTED, param=44,
+                            msg=f"I/O Command Set Combination {index} is 0h")
+        self._store(_FID.IOCS_PROFILE, 0, index, None, save)
+
     def _set_kato(self, req, cdw11, save, namespaces) -> None:
         self.ctrl.kato = cdw11
         self.ctrl.keep_alive()
 
-    def _set_host_id(self, req, cdw11, save, namespaces) -> None:
+    def _check_host_id_settable(self) -> None:
         ctrl = self.ctrl
         if ctrl.fabrics:
             raise NvmeError(GenericStatus.COMMAND_SEQUENCE_ERROR,
@@ -620,6 +678,9 @@ class FeatureStore:
         if ctrl.io_sqs or ctrl.io_cqs:
             raise NvmeError(GenericStatus.COMMAND_SEQUENCE_ERROR,
                             msg="Host Identifier set while I/O queues exist")
+
+    def _set_host_id(self, req, cdw11, save, namespaces) -> None:
+        ctrl = self.ctrl
         size = HostIdentifier128.SIZE if cdw11 & 1 else HostIdentifier64.SIZE
         hostid = bytes(req.read_data(size))
         for other in list(ctrl.subsystem.controllers.values()):

@@ -116,9 +116,14 @@ class Namespace:
         self.eui64 = eui64 if eui64 is not None else os.urandom(8)
         self.uuid = uuid if uuid is not None else _uuid.uuid4().bytes
         self._backends = backends
-        self.attached: set[int] = set()  # cntlids
+        self.attached: set[int] = set()  # cntlids of the live controllers it is attached to
         # Attach to controllers created later (the subsystem sets this).
         self.auto_attach = True
+        # The dynamic (fabrics) controller model: what Namespace Attachment did
+        # for a host's controller holds for every later association of that
+        # host (Host NQN), as a reconnect gets a new controller.
+        self.attached_hosts: set[str] = set()
+        self.detached_hosts: set[str] = set()  # auto_attach, but this host detached it
         self.uncorrectable: set[int] = set()  # LBAs that fail reads until rewritten
         # Held by commands that must be atomic with respect to others on the
         # namespace (fused Compare and Write, Format, Sanitize).

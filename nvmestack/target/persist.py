@@ -15,12 +15,15 @@ The directory holds:
 ``config.json``
     what the device is (nvmetcli's layout: ``subsystems`` -> ``nqn``,
     ``allowed_hosts``, ``attr`` with ``allow_any_host``, ``serial``,
-    ``model``, ``firmware``, ``ieee_oui``, ``max_namespaces``,
+    ``model``, ``firmware``, ``ieee_oui``, ``vid``, ``ssvid`` (PCI
+    Vendor ID and Subsystem Vendor ID), ``max_namespaces``,
     ``capacity``, and ``namespaces`` with ``nsid``, ``device`` (``path``,
     ``meta_path``, ``nguid``, ``eui64``, ``uuid``), ``format``
     (``lba_format``, ``formats``, ``extended``, ``pi_type``, ``pi_first``),
-    ``nblocks``, ``ncap_bytes``, ``thin``, ``shared`` and ``attach``
-    ("all", "none" or a list of controller ids)).  Paths are relative to the directory unless absolute.
+    ``nblocks``, ``ncap_bytes``, ``thin``, ``shared``, ``attach``
+    ("all", "none" or a list of controller ids) and, when there are any,
+    ``attach_hosts``/``detach_hosts`` (the host NQNs whose fabrics
+    controllers it is attached to, or detached from)).  Paths are relative to the directory unless absolute.
 ``state.json``
     what the device went through: firmware slots, SMART / health counters
     (power cycles, unsafe shutdowns, power-on time ...), uncorrectable LBAs
@@ -123,6 +126,8 @@ def load(directory: str | os.PathLike) -> Subsystem:
         model=spec["model"],
         firmware_revision=spec["firmware"],
         ieee_oui=spec["ieee_oui"],
+        vid=spec["vid"],
+        ssvid=spec["ssvid"],
         max_namespaces=spec["max_namespaces"],
         allow_any_host=spec["allow_any_host"],
         allowed_hosts=spec["allowed_hosts"],
@@ -139,6 +144,8 @@ def load(directory: str | os.PathLike) -> Subsystem:
             subsystem.add_namespace(ns, attach=attach == "all")
             if isinstance(attach, list):
                 ns.attached.update(attach)
+            ns.attached_hosts.update(nsd["attach_hosts"])
+            ns.detached_hosts.update(nsd["detach_hosts"])
         if state is not None:
             _apply_state(subsystem, state, state_path)
     except BaseException:
@@ -289,11 +296,30 @@ def _relative(path: str, directory: str) -> str:
 
 
 def _attach_policy(subsystem: Subsystem, ns: Namespace) -> Any:
-    if ns.auto_attach and all(c in ns.attached for c in subsystem.controllers):
+    # Fabrics controllers that detached an auto-attached namespace are in
+    # detach_hosts: "all" is about the static (PCIe) controllers.
+    static_ctrls = [c for c, ctrl in subsystem.controllers.items() if not subsystem.controller_host(ctrl)]
+    if ns.auto_attach and all(c in ns.attached for c in static_ctrls):
         return "all"
-    if not ns.attached:
+    # The IDs of fabrics (dynamic) controllers die with their association:
+    # what their hosts attached is kept by host (_host_attachments).
+    static = [c for c in ns.attached
+              if not (c in subsystem.controllers and subsystem.controller_host(subsystem.controllers[c]))
+              and subsystem.offline_host(c) is None]
+    if not static:
         return "none"
-    return sorted(ns.attached)
+    return sorted(static)
+
+
+def _host_attachments(ns: Namespace) -> dict:
+    """The hosts a namespace is attached to (or, attached to every
+    controller, detached from) through their fabrics controllers."""
+    out = {}
+    if ns.attached_hosts:
+        out["attach_hosts"] = sorted(ns.attached_hosts)
+    if ns.detached_hosts:
+        out["detach_hosts"] = sorted(ns.detached_hosts)
+    return out
 
 
 def _config(subsystem: Subsystem, directory: str, paths: dict[int, tuple[str, str | None]]) -> dict:
@@ -322,6 +348,7 @@ def _config(subsystem: Subsystem, directory: str, paths: dict[int, tuple[str, st
                 "thin": bool(ns.thin),
                 "shared": bool(ns.shared),
                 "attach": _attach_policy(subsystem, ns),
+                **_host_attachments(ns),
             }
         )
     return {
@@ -336,6 +363,8 @@ def _config(subsystem: Subsystem, directory: str, paths: dict[int, tuple[str, st
                     "model": subsystem.model,
                     "firmware": _initial_revision(subsystem),
                     "ieee_oui": f"0x{subsystem.ieee_oui:06x}",
+                    "vid": None if subsystem.vid is None else f"0x{subsystem.vid:04x}",
+                    "ssvid": None if subsystem.ssvid is None else f"0x{subsystem.ssvid:04x}",
                     "max_namespaces": subsystem.max_namespaces,
                     "capacity": getattr(subsystem, "capacity", None),
                 },
@@ -456,6 +485,8 @@ def _parse_config(config: Any, path: str, directory: str) -> dict:
         "model": w.get(attr, "model", str, awhere, "nvmestack"),
         "firmware": w.get(attr, "firmware", str, awhere, "1.0"),
         "ieee_oui": w.integer(attr, "ieee_oui", awhere, 0, 0xFFFFFF, 0),
+        "vid": None if attr.get("vid") is None else w.integer(attr, "vid", awhere, 0, 0xFFFF),
+        "ssvid": None if attr.get("ssvid") is None else w.integer(attr, "ssvid", awhere, 0, 0xFFFF),
         "max_namespaces": w.integer(attr, "max_namespaces", awhere, 1, 0xFFFFFFFE, 1024),
         "capacity": None if attr.get("capacity") is None else w.integer(attr, "capacity", awhere, 0, (1 << 128) - 1),
     }
@@ -523,6 +554,11 @@ def _parse_namespace(w: _Where, nsd: dict, where: str, directory: str, max_names
                                          for c in attach)
     ):
         w.fail(f"{where}.attach", f'expected "all", "none" or a list of controller ids, got {attach!r}')
+    hosts = {}
+    for key in ("attach_hosts", "detach_hosts"):
+        hosts[key] = w.get(nsd, key, list, where, [])
+        if not all(isinstance(h, str) and h for h in hosts[key]):
+            w.fail(f"{where}.{key}", f"expected a list of host NQNs, got {hosts[key]!r}")
     data_path = w.get(device, "path", str, dwhere, f"ns{nsid}.data")
     meta_path = w.get(device, "meta_path", (str, type(None)), dwhere, None)
     uuid = device.get("uuid")
@@ -543,6 +579,8 @@ def _parse_namespace(w: _Where, nsd: dict, where: str, directory: str, max_names
         "thin": w.get(nsd, "thin", bool, where, True),
         "shared": w.get(nsd, "shared", bool, where, True),
         "attach": attach,
+        "attach_hosts": hosts["attach_hosts"],
+        "detach_hosts": hosts["detach_hosts"],
         "data_path": os.path.join(directory, data_path),
         "meta_path": os.path.join(directory, meta_path) if meta_path else None,
         "nguid": w.identifier(device, "nguid", dwhere, 16),

@@ -4,6 +4,29 @@ One subsystem has one or more controllers (each with its own cntlid,
 features, logs, queues and async events) sharing its namespaces.  The
 subsystem also owns what the specification makes subsystem-wide: firmware
 slots, the SMART / health counters, and fault injection for testing hosts.
+
+Controllers and namespace attachment.  A PCIe function's controller is
+static: its controller ID and the namespaces attached to it last as long as
+the function.  Fabrics controllers follow the dynamic controller model
+(Identify FCATT bit 0 clear, Connect with CNTLID FFFFh, as Linux nvmet): each
+association gets a new controller, and "all controllers allocated to a host
+have the same state when the association is established, including the
+attached namespaces", while a change made to one controller does not
+affect the other live ones.  So an attachment made through a host's
+controller belongs to the host (its Host NQN): Linux's reset, reconnect or
+keep-alive recovery, which all make a new association, find the host's
+namespaces attached again.  A private namespace follows its host to the
+newest association (the older one, if still alive, loses it and gets the
+Namespace Attribute Changed notice).
+
+Each host also keeps its controller ID from one association to the next
+whenever it is free (hosts' IDs are not handed to other hosts while others
+are free), so an ID a tool stored (nvme-cli's tests read it once, then
+reset the controller) still names the host's controller.  Namespace
+Attachment accepts such an ID of a host that has no association at the
+moment (attach and detach then change what its next association sees), so
+a namespace can always be detached and attached again; Identify CNS 12h
+lists it for the namespaces attached to that host.
 """
 
 from __future__ import annotations
@@ -21,6 +44,7 @@ from .namespace import BackendFactory, Namespace, memory_backends
 __all__ = ["Subsystem", "NoticeInfo", "MAX_CNTLID"]
 
 MAX_CNTLID = 0xFFEF  # 1..FFEFh are valid controller identifiers
+HOST_CNTLIDS_KEPT = 8  # controller IDs remembered per host (its concurrent associations)
 DEFAULT_CAPACITY = 1 << 40  # TNVMCAP when none is given: 1 TiB
 
 
@@ -47,6 +71,8 @@ class Subsystem:
         model: str = "nvmestack",
         firmware_revision: str = "1.0",
         ieee_oui: int = 0,
+        vid: int | None = None,
+        ssvid: int | None = None,
         max_namespaces: int = 1024,
         allow_any_host: bool = True,
         allowed_hosts: Iterable[str] = (),
@@ -57,6 +83,15 @@ class Subsystem:
         self.serial = serial or os.urandom(10).hex()
         self.model = model
         self.ieee_oui = ieee_oui
+        # PCI Vendor ID and PCI Subsystem Vendor ID (Identify Controller VID,
+        # SSVID) when configured: what fabrics controllers report, and the
+        # ids a PCIe function of this subsystem takes; None: 0h over fabrics,
+        # the function's own ids (target/pci/config.py) over PCIe.
+        for name, value in (("vid", vid), ("ssvid", ssvid)):
+            if value is not None and not 0 <= value <= 0xFFFF:
+                raise ValueError(f"{name} {value:#x} is not a 16-bit PCI id")
+        self.vid = vid
+        self.ssvid = ssvid
         self.max_namespaces = max_namespaces
         self.allow_any_host = allow_any_host
         self.allowed_hosts: set[str] = set(allowed_hosts)
@@ -65,6 +100,10 @@ class Subsystem:
         self.controllers: dict[int, Controller] = {}
         self.lock = threading.RLock()
         self._next_cntlid = 1
+        # Controller IDs of the dynamic model, by host: host NQN -> IDs its
+        # associations had (first preferred), and ID -> host NQN.
+        self._host_cntlids: dict[str, list[int]] = {}
+        self._cntlid_host: dict[int, str] = {}
 
         from .faults import FaultInjector
         from .firmware import FirmwareSlots
@@ -133,37 +172,119 @@ class Subsystem:
 
     # -- controllers ----------------------------------------------------------
 
+    def _dynamic_host(self, options: dict) -> str | None:
+        """The host NQN a new controller belongs to under the dynamic model
+        (a fabrics controller of an NVM subsystem), else None."""
+        hostnqn = options.get("hostnqn") or ""
+        return hostnqn if options.get("fabrics") and hostnqn and not self.discovery else None
+
+    def controller_host(self, ctrl: Controller) -> str | None:
+        """The host a dynamic controller's attachments belong to."""
+        return ctrl.hostnqn if ctrl.fabrics and ctrl.hostnqn and not self.discovery else None
+
     def add_controller(self, *, cntlid: int | None = None, **options) -> Controller:
         """A new controller (dynamic cntlid unless one is given).  Every
         namespace that is shared, or not yet attached anywhere, is attached
-        to it, as a freshly created controller of a simple device sees them."""
+        to it, as a freshly created controller of a simple device sees them;
+        a fabrics controller also gets what its host attached (and not what
+        its host detached) through its earlier controllers."""
+        moved: list[tuple[int, list[int]]] = []
         with self.lock:
+            host = self._dynamic_host(options)
             if cntlid is None:
-                cntlid = self._allocate_cntlid()
+                cntlid = self._host_cntlid(host) if host is not None else self._allocate_cntlid()
             elif cntlid in self.controllers or not 1 <= cntlid <= MAX_CNTLID:
                 raise ValueError(f"controller id {cntlid} is in use or invalid")
             ctrl = Controller(self, cntlid, **options)
             ctrl.reset_hooks.append(self._controller_reset)
             self.controllers[cntlid] = ctrl
             for ns in self.namespaces.values():
-                if ns.auto_attach and (ns.shared or not ns.attached):
+                if host is not None and host in ns.attached_hosts:
+                    if not ns.shared and ns.attached:
+                        # A private namespace follows its host to this association.
+                        moved.append((ns.nsid, sorted(ns.attached)))
+                        ns.attached.clear()
                     ns.attached.add(cntlid)
-            return ctrl
+                elif ns.auto_attach and (host is None or host not in ns.detached_hosts) and (
+                        ns.shared or not (ns.attached or ns.attached_hosts)):
+                    ns.attached.add(cntlid)
+                    if host is not None and not ns.shared:
+                        ns.attached_hosts.add(host)
+        for nsid, before in moved:
+            self.namespace_changed([nsid], [self.controllers[c] for c in before if c in self.controllers])
+        return ctrl
 
-    def _allocate_cntlid(self) -> int:
+    def _allocate_cntlid(self, avoid: dict[int, str] | None = None) -> int:
         for _ in range(MAX_CNTLID):
             cntlid = self._next_cntlid
             self._next_cntlid = cntlid % MAX_CNTLID + 1
-            if cntlid not in self.controllers:
+            if cntlid not in self.controllers and (avoid is None or cntlid not in avoid):
                 return cntlid
         raise RuntimeError("no free controller identifier")
+
+    def _host_cntlid(self, host: str) -> int:
+        """A controller ID for a new association of ``host`` (lock held): the
+        first of its earlier IDs that is free, else a new one that no other
+        host had (or, when every ID was some host's, one of them that is
+        free now)."""
+        kept = self._host_cntlids.setdefault(host, [])
+        for cntlid in kept:
+            if cntlid not in self.controllers:
+                return cntlid
+        try:
+            cntlid = self._allocate_cntlid(avoid=self._cntlid_host)
+        except RuntimeError:
+            cntlid = self._allocate_cntlid()
+            other = self._cntlid_host.pop(cntlid, None)
+            if other is not None:
+                self._host_cntlids[other].remove(cntlid)
+                if not self._host_cntlids[other]:
+                    del self._host_cntlids[other]
+        if len(kept) >= HOST_CNTLIDS_KEPT:
+            # Forget the latest free one beyond the limit (the first stays).
+            spare = next((c for c in reversed(kept[1:]) if c not in self.controllers), None)
+            if spare is not None:
+                kept.remove(spare)
+                del self._cntlid_host[spare]
+        kept.append(cntlid)
+        self._cntlid_host[cntlid] = host
+        return cntlid
+
+    def offline_host(self, cntlid: int) -> str | None:
+        """The host whose (earlier) controller ID ``cntlid`` is, when that
+        host has no association with that ID now: Namespace Attachment
+        accepts it and changes what the host's next association sees."""
+        with self.lock:
+            if cntlid in self.controllers:
+                return None
+            return self._cntlid_host.get(cntlid)
+
+    def host_cntlid(self, host: str) -> int | None:
+        """The controller ID a host's next association gets, if it has one."""
+        with self.lock:
+            kept = self._host_cntlids.get(host)
+            return kept[0] if kept else None
+
+    def attached_controller_ids(self, ns: Namespace) -> set[int]:
+        """Identify CNS 12h: the live controllers a namespace is attached
+        to, and for each host it is attached to with none of them live, the
+        host's controller ID."""
+        with self.lock:
+            ids = {c for c in ns.attached if c in self.controllers}
+            live_hosts = {self.controller_host(self.controllers[c]) for c in ids}
+            for host in ns.attached_hosts - live_hosts:
+                cntlid = self.host_cntlid(host)
+                if cntlid is not None:
+                    ids.add(cntlid)
+            return ids
 
     def remove_controller(self, ctrl: Controller) -> None:
         with self.lock:
             self.controllers.pop(ctrl.cntlid, None)
+            dynamic = self.controller_host(ctrl) is not None
             for ns in self.namespaces.values():
-                if not ns.shared:
-                    continue
+                if not ns.shared and not dynamic:
+                    continue  # a static controller's private namespace stays its
                 ns.attached.discard(ctrl.cntlid)
         self.health.controller_removed(ctrl)
         ctrl.controller_reset()

@@ -376,8 +376,12 @@ def test_effects_log(cli, dev):
     res = cli("effects-log", dev.arg, "-o", "json")
     assert res.rc == 0, res.err
     pages = res.json()
-    assert [p["command_set_identifier"] for p in pages] == [0]
+    # CAP.CSS.IOCSS is set: as nvme-cli, the NVM page and the Zoned one (listed
+    # first), which has the admin commands and no I/O command.
+    assert [p["command_set_identifier"] for p in pages] == [2, 0]
+    assert pages[0]["admin_cmd_set"] == pages[1]["admin_cmd_set"] and not pages[0]["io_cmd_set"]
     assert cli("effects-log", dev.arg, "--csi=-1", "-o", "json").json() == pages
+    pages = pages[1:]
     with open_device(dev.arg, io_queues=0) as d:
         mine = d.ctrl.get_log_page(LogPageId.CMD_EFFECTS, 4096)
     from nvmestack.spec.log import CommandsSupportedAndEffects
@@ -390,7 +394,9 @@ def test_effects_log(cli, dev):
         sum(1 for op in range(0xC0, 0xFF) if page.acs[op].value & 1)
     assert pages[0]["io_cmd_set"]["IOCS_1 (Write)"] == page.iocs[1].value
     text = cli("effects-log", dev.arg, "-H").out.splitlines()
-    assert text[:3] == ["NVM Command Set Log Page", "-" * 80, "Admin Commands"]
+    assert text[:3] == ["ZNS Command Set Log Page", "-" * 80, "Admin Commands"]
+    text = text[text.index("NVM Command Set Log Page"):]
+    assert text[1:3] == ["-" * 80, "Admin Commands"]
     line = next(x for x in text if x.startswith("IOCS1 "))
     assert line.startswith("IOCS1    [Write                           ] ") and "CSUPP+  LBCC+" in line
     rc, raw, _ = cli.raw("effects-log", dev.arg, "-b", "--csi=0")
@@ -474,7 +480,8 @@ def test_show_regs(cli, dev):
     assert res.rc == 0, res.err
     lines = res.out.splitlines()
     assert lines[:2] == [f"cap     : {cap:x}", f"version : {vs:x}"]
-    assert lines[2] == "cc      : 460001" and lines[3] == "csts    : 1"
+    # CC: enabled, CSS 110b (all supported I/O command sets), IOSQES 6, IOCQES 4.
+    assert lines[2] == "cc      : 460061" and lines[3] == "csts    : 1"
     j = cli("show-regs", dev.arg, "-o", "json").json()
     assert j["cap"] == cap and j["vs"] == vs and j["csts"] == 1
     rc, raw, _ = cli.raw("show-regs", dev.arg, "-o", "binary")

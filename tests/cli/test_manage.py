@@ -145,7 +145,10 @@ def test_namespace_life_cycle_over_tcp(cli, tcp_target):
         wait_for(lambda: 3 in d.ctrl.namespaces)
         assert d.ctrl.namespaces[3].block_size == 4096
         res = cli("detach-ns", tcp_target.url, "-n", "3", "-c", str(cntlid))
-        assert res.rc == 0 and not ns.attached
+        assert res.rc == 0 and cntlid not in ns.attached and not ns.attached_hosts
+        # The command's own association (same host NQN) began with what the
+        # host had attached; it ends with the command.
+        wait_for(lambda: not ns.attached)
         wait_for(lambda: 3 not in d.ctrl.namespaces)
     res = cli("delete-ns", f"{tcp_target.url}?nsid=3")
     assert res.rc == 0 and res.out == "delete-ns: Success, deleted nsid:3\n"

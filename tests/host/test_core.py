@@ -38,7 +38,7 @@ from nvmestack.spec.identify import ControllerList, IdentifyController, Identify
 from nvmestack.spec.log import CriticalWarning, LogPageId, SmartLog
 from nvmestack.spec.nvm import Flush, Read, Write
 from nvmestack.spec.opcodes import AdminOpcode, NvmOpcode
-from nvmestack.spec.registers import Reg, Shst
+from nvmestack.spec.registers import CcCss, Reg, Shst
 from nvmestack.spec.status import CommandSpecificStatus, GenericStatus, PathStatus
 from nvmestack.target import Namespace
 
@@ -71,9 +71,12 @@ def test_probe_and_identify(ctrl, host_subsystem):
     assert ctrl.max_transfer == (1 << 10) * 4096
     assert ctrl.io_queue_count == 2
     assert ctrl.queues_granted >= 2
-    # CC as the driver programmed it: enabled, 4 KiB pages, NVM, RR, 64/16-byte entries.
+    # CC as the driver programmed it: enabled, 4 KiB pages, all supported I/O
+    # command sets (110b: CAP.CSS.IOCSS is set, as Linux's nvme_enable_ctrl), RR,
+    # 64/16-byte entries.
+    assert ctrl.css == CcCss.ALL_IOCS
     cc = ctrl.transport.reg_read32(Reg.CC)
-    assert cc & 1 and (cc >> 7) & 0xF == 0 and (cc >> 4) & 7 == 0 and (cc >> 11) & 7 == 0
+    assert cc & 1 and (cc >> 7) & 0xF == 0 and (cc >> 4) & 7 == 6 and (cc >> 11) & 7 == 0
     assert (cc >> 16) & 0xF == 6 and (cc >> 20) & 0xF == 4
     assert [new for _old, new in ctrl.state_history] == [CtrlState.CONNECTING, CtrlState.LIVE]
     assert ctrl.identify_nvm is not None  # the NVM command set specific Identify Controller
@@ -665,3 +668,13 @@ def test_failed_probe_releases_everything(make_function):
         NvmeController(PciTransport(fn), io_queues=1)
     assert wait_for(lambda: threading.active_count() <= before, 5)
     assert not fn._sinks  # the transport took its interrupt sink away
+
+
+def test_a_controller_without_io_command_set_selection_is_enabled_with_nvm(make_function, make_controller):
+    # CAP.CSS.IOCSS clear (an NVMe 1.x controller): CC.CSS 000b, as Linux.
+    function = make_function()
+    function.controller.regs.cap.css_iocs = False
+    ctrl = make_controller(function)
+    assert ctrl.css == CcCss.NVM
+    assert (ctrl.transport.reg_read32(Reg.CC) >> 4) & 7 == 0
+    assert function.controller.regs.cc.css == CcCss.NVM

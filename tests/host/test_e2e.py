@@ -72,8 +72,10 @@ from nvmestack.spec.identify import (
     ControllerList,
     IdentifyController,
     IdentifyControllerNvm,
+    IdentifyIoCommandSet,
     IdentifyNamespace,
     IdentifyNamespaceIndependent,
+    IoCommandSetVector,
     NamespaceList,
     NidType,
     iter_ns_id_descriptors,
@@ -94,7 +96,7 @@ from nvmestack.spec.log import (
 )
 from nvmestack.spec.nvm import Read, Write
 from nvmestack.spec.opcodes import AdminOpcode, NvmOpcode
-from nvmestack.spec.registers import cq_head_doorbell, sq_tail_doorbell
+from nvmestack.spec.registers import CcCss, cq_head_doorbell, sq_tail_doorbell
 from nvmestack.spec.status import CommandSpecificStatus, GenericStatus
 from nvmestack.target import Namespace
 from nvmestack.target.commands import ADMIN_COMMANDS, IO_COMMANDS, LOG_PAGES
@@ -354,6 +356,26 @@ def _id_ctrl_list(ctrl, env):
     assert ctrl.identify.cntlid not in ctrl_list(buf)
 
 
+def _id_csi_allocated_list(ctrl, env):
+    status, buf = identify(ctrl, Cns.CSI_ALLOCATED_NS_LIST, 0, csi=0)
+    expect(status)
+    assert ns_list(buf) == [1, 2]
+    expect(identify(ctrl, Cns.CSI_ALLOCATED_NS_LIST, 0, csi=2)[0], GenericStatus.INVALID_FIELD)
+
+
+def _id_csi_allocated_ns(ctrl, env):
+    status, buf = identify(ctrl, Cns.CSI_ALLOCATED_NS, 2, csi=0)
+    expect(status)
+    assert not any(buf)  # the NVM command set specific structure: all zeroes here
+    expect(identify(ctrl, Cns.CSI_ALLOCATED_NS, 2, csi=2)[0], GenericStatus.INVALID_FIELD)
+
+
+def _id_command_sets(ctrl, env):
+    status, buf = identify(ctrl, Cns.COMMAND_SET_STRUCTURE, cntid=0xFFFF)
+    expect(status)
+    assert IdentifyIoCommandSet.from_bytes(buf).combinations() == [IoCommandSetVector.NVM]
+
+
 IDENTIFY_CASES = {
     Cns.NS: _id_ns,
     Cns.CTRL: _id_ctrl,
@@ -367,6 +389,9 @@ IDENTIFY_CASES = {
     Cns.ALLOCATED_NS: _id_allocated_ns,
     Cns.NS_CTRL_LIST: _id_ns_ctrl_list,
     Cns.CTRL_LIST: _id_ctrl_list,
+    Cns.CSI_ALLOCATED_NS_LIST: _id_csi_allocated_list,
+    Cns.CSI_ALLOCATED_NS: _id_csi_allocated_ns,
+    Cns.COMMAND_SET_STRUCTURE: _id_command_sets,
 }
 
 
@@ -682,6 +707,19 @@ def _f_kato(ctrl, env):
     assert device_ctrl(ctrl).kato == 0
 
 
+def _f_iocs_profile(ctrl, env):
+    # The driver enabled with CC.CSS 110b (CAP.CSS.IOCSS): combination 0,
+    # the NVM command set, is the only one; index 1 names a 0h combination.
+    assert ctrl.css == CcCss.ALL_IOCS and device_ctrl(ctrl).regs.cc.css == CcCss.ALL_IOCS
+    for sel in (FeatureSelect.CURRENT, FeatureSelect.DEFAULT, FeatureSelect.SAVED):
+        st, result, _ = get_feature(ctrl, FeatureId.IOCS_PROFILE, sel)
+        expect(st)
+        assert result == 0
+    expect(set_feature(ctrl, FeatureId.IOCS_PROFILE, 0)[0])
+    expect(set_feature(ctrl, FeatureId.IOCS_PROFILE, 1)[0], CommandSpecificStatus.IOCS_COMBINATION_REJECTED)
+    expect(set_feature(ctrl, FeatureId.IOCS_PROFILE, 0, save=True)[0], CommandSpecificStatus.FEATURE_ID_NOT_SAVEABLE)
+
+
 def _f_host_id(ctrl, env):
     fid = FeatureId.HOST_ID
     for sel in _SELECTS:
@@ -708,6 +746,7 @@ FEATURE_CASES = {
     FeatureId.TIMESTAMP: _f_timestamp,
     FeatureId.KATO: _f_kato,
     FeatureId.HOST_ID: _f_host_id,
+    FeatureId.IOCS_PROFILE: _f_iocs_profile,
 }
 
 

@@ -267,7 +267,7 @@ def test_io_command_set_independent_namespace(subsystem, ctrl):
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("cns", [0x04, 0x09, 0x14, 0x15, 0x16, 0x17, 0x1C, 0xFF])
+@pytest.mark.parametrize("cns", [0x04, 0x09, 0x14, 0x15, 0x16, 0x17, 0xFF])
 def test_unsupported_cns_is_invalid_field(ctrl, cns):
     st = fails(ctrl, GenericStatus.INVALID_FIELD, cns=cns)
     assert st.sct == StatusCodeType.GENERIC

@@ -63,3 +63,42 @@ def test_invalid_page_size_sets_cfs(subsystem):
     ctrl = subsystem.add_controller()
     ctrl.set_property(Reg.CC, 4, 1 | (15 << 7))  # MPS beyond CAP.MPSMAX
     assert ctrl.regs.csts.cfs and not ctrl.regs.csts.rdy
+
+
+def test_a_command_reusing_an_outstanding_aer_s_cid_is_accepted(subsystem):
+    """SPDK's detach: AER outstanding with CID x, another admin command with
+    CID x, then Property Set CC.SHN (CID x): every one succeeds and the
+    controller reports shutdown complete; the AER is dropped without a
+    completion, and a later event goes to the next AER."""
+    from nvmestack.spec.admin import AsyncEventRequest, Identify
+    from nvmestack.spec.fabrics import PropertySet
+
+    ctrl = enable(subsystem.add_controller(fabrics=True, hostnqn="nqn.2014-08.io.spdk:host"))
+    completions = []
+    aer = AsyncEventRequest()
+    aer.cid = 7
+    req = ctrl.new_request(aer, 0, completions.append)
+    assert ctrl.prepare(req)
+    ctrl.execute(req)
+    assert not req.done and list(ctrl.aer_requests) == [req]
+    ident = Identify(cns=1)
+    ident.cid = 7
+    assert Status.of(ctrl.submit(ident).cqe).ok
+    shutdown = PropertySet(ofst=Reg.CC, value=ctrl.regs.cc.value | (Shn.NORMAL << 14))
+    shutdown.cid = 7
+    assert Status.of(ctrl.submit(shutdown).cqe).ok
+    assert ctrl.regs.csts.shst == Shst.COMPLETE
+    assert not completions and not ctrl.aer_requests and (0, 7) not in ctrl.outstanding
+    assert ctrl.error_count == 0
+
+
+def test_a_cid_still_running_is_a_command_id_conflict(ctrl):
+    from nvmestack.spec.admin import Identify
+
+    held = ctrl.new_request(KeepAlive(cid=9), 0)
+    assert ctrl.prepare(held)  # prepared, not yet executed: still outstanding
+    req = ctrl.submit(Identify(cns=1, cid=9))
+    st = Status.of(req.cqe)
+    assert (st.sct, st.sc, st.dnr) == (0, GenericStatus.COMMAND_ID_CONFLICT, True)
+    # The running command is untouched.
+    assert ctrl.outstanding[(0, 9)] is held

@@ -349,3 +349,16 @@ def test_corrupt_state_is_a_clear_error(tmp_path):
     (tmp_path / STATE_FILE).write_text("\x00garbage")
     with pytest.raises(ValueError, match="state.json: not valid JSON"):
         load(tmp_path)
+
+
+def test_pci_vendor_ids_are_configuration(tmp_path, opened):
+    sub = make_subsystem()
+    assert (sub.vid, sub.ssvid) == (None, None)  # not named
+    sub.vid, sub.ssvid = 0x1D0F, 0x1AF4
+    save(sub, tmp_path)
+    sub.close()
+    with open(tmp_path / CONFIG_FILE) as f:
+        attr = json.load(f)["subsystems"][0]["attr"]
+    assert (attr["vid"], attr["ssvid"]) == ("0x1d0f", "0x1af4")
+    back = reload(tmp_path, opened)
+    assert (back.vid, back.ssvid) == (0x1D0F, 0x1AF4)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from nvmestack.spec.admin import AsyncEventRequest, GetLogPage, Identify, KeepAlive, SetFeatures
-from nvmestack.spec.fabrics import DISCOVERY_NQN, Disconnect
+from nvmestack.spec.fabrics import DISCOVERY_NQN, Disconnect, PropertySet
 from nvmestack.spec.identify import ControllerType, IdentifyController
 from nvmestack.spec.log import DiscoveryLogHeader, SubsystemType, TransportType, discovery_log_entries
 from nvmestack.spec.nvm import Flush, Read, Write
@@ -23,6 +23,7 @@ from nvmestack.spec.registers import Reg
 from nvmestack.spec.sqe import Command
 from nvmestack.spec.status import CommandSpecificStatus, FabricsStatus, GenericStatus
 from nvmestack.spec.tcp import C2HData, CapsuleCmd, FatalErrorStatus as FES, H2CData, ICReq, PduType
+from nvmestack.target.faults import FaultInjector
 from nvmestack.target.tcp import TcpTarget
 from nvmestack.tcp import ResponseReceived, TermReqReceived
 
@@ -615,3 +616,111 @@ def test_removing_a_subsystem_or_a_port_ends_its_associations(host):
         assert a.prop_get(Reg.CSTS).ok and len(target.controllers) == 1
         for x in (a, b, c):
             x.close()
+
+
+# ---------------------------------------------------------------------------
+# Command identifiers
+
+
+def test_spdk_detach_reuses_the_cid_of_an_outstanding_aer_and_shuts_down_cleanly(target, host):
+    """SPDK's initiator on detach completes its AERs itself and reuses one of
+    their command identifiers; the target drops the forgotten AER (no
+    completion for it) and runs the new command, so CC.SHN succeeds."""
+    sub = target.subsystems[NQN]
+    h = host().setup_admin()
+    ctrl = sub.controllers[h.cntlid]
+    aer = AsyncEventRequest()
+    aer.cid = 0x42
+    h.submit(aer)
+    wait_until(lambda: len(ctrl.aer_requests) == 1, what="the AER to be outstanding")
+    h.stream.forget(0x42)  # the initiator completes its AER itself
+    ident = Identify(cns=1)
+    ident.cid = 0x42
+    reply = h.command(ident, length=4096)
+    assert reply.ok, reply.status
+    assert IdentifyController.from_bytes(reply.data).cntlid == h.cntlid
+    # Property Set CC.SHN (normal shutdown) with the same identifier.
+    cmd = PropertySet(ofst=Reg.CC, value=1 | (6 << 16) | (4 << 20) | (1 << 14))
+    cmd.cid = 0x42
+    reply = h.command(cmd)
+    assert reply.ok, reply.status
+    assert (h.prop_get(Reg.CSTS).cqe.dw0 >> 2) & 3 == 2  # CSTS.SHST: shutdown complete
+    assert not ctrl.aer_requests
+    # Nothing else came back for identifier 42h (no completion of the AER).
+    assert not [e for e in h.events if getattr(e, "cid", None) == 0x42]
+
+
+def test_a_running_command_s_cid_is_still_a_conflict(target, host):
+    sub = target.subsystems[NQN]
+    h = host().setup_admin()
+    ctrl = sub.controllers[h.cntlid]
+    # A command still running (not an AER): a Keep Alive a fault holds.
+    sub.faults = FaultInjector()
+    sub.faults.drop(admin=True, opcode=0x18)
+    held = KeepAlive()
+    held.cid = 0x43
+    h.submit(held)
+    wait_until(lambda: (0, 0x43) in ctrl.outstanding, what="the Keep Alive to be outstanding")
+    h.stream.forget(0x43)  # a host that loses track of its command
+    again = Identify(cns=1)
+    again.cid = 0x43
+    reply = h.result(h.submit(again), length=4096)
+    assert code(reply) == (0, GenericStatus.COMMAND_ID_CONFLICT) and reply.status.dnr
+
+
+# ---------------------------------------------------------------------------
+# PCI ids over fabrics
+
+
+def test_identify_reports_the_subsystem_s_configured_vendor_ids(target, host):
+    sub = target.subsystems[NQN]
+    h = host().setup_admin()
+    c = IdentifyController.from_bytes(h.command(Identify(cns=1), length=4096).data)
+    assert (c.vid, c.ssvid) == (0, 0)  # none named: 0h, as Linux nvmet
+    sub.vid, sub.ssvid = 0x1D0F, 0x1AF4
+    c = IdentifyController.from_bytes(h.command(Identify(cns=1), length=4096).data)
+    assert (c.vid, c.ssvid) == (0x1D0F, 0x1AF4)
+
+
+def test_enable_with_all_io_command_sets_selected_over_tcp(target, host):
+    h = host()
+    h.ic()
+    assert h.connect().ok
+    cap = int.from_bytes(bytes(h.prop_get(Reg.CAP, 8).cqe.raw[:8]), "little")
+    assert (cap >> 43) & 1  # CAP.CSS.IOCSS
+    assert h.prop_set(Reg.CC, (6 << 4) | (6 << 16) | (4 << 20)).ok
+    assert h.prop_set(Reg.CC, 1 | (6 << 4) | (6 << 16) | (4 << 20)).ok
+    wait_until(lambda: h.prop_get(Reg.CSTS).cqe.dw0 & 3 == 1, what="CSTS.RDY without CFS")
+    reply = h.command(Identify(cns=0x1C, cntid=0xFFFF), length=4096)
+    assert reply.ok and reply.data[:8] == (1).to_bytes(8, "little")
+
+
+# ---------------------------------------------------------------------------
+# Namespace attachment across associations
+
+
+def test_a_private_namespace_stays_attached_across_reconnects(target, host):
+    from nvmestack.spec.admin import NamespaceAttachment
+    from nvmestack.spec.identify import ControllerList, NamespaceList
+    from nvmestack.target import Namespace
+
+    sub = target.subsystems[NQN]
+    sub.add_namespace(Namespace(2, 64, shared=False), attach=False)
+
+    def active(h):
+        return NamespaceList.from_bytes(h.command(Identify(cns=2), length=4096).data).nsids()
+
+    def attachment(h, cntlid, sel):
+        data = bytes(ControllerList.from_ids([cntlid]))
+        return h.command(NamespaceAttachment(sel=sel, nsid=2), data, write=True)
+
+    h = host().setup_admin()
+    cntlid = h.cntlid  # as nvme-cli's tests: read once
+    assert attachment(h, cntlid, 0).ok
+    assert active(h) == [1, 2]
+    h.close()  # nvme reset: the association ends, a new one begins
+    wait_until(lambda: not sub.controllers, what="the controller to go")
+    h = host().setup_admin()
+    assert h.cntlid == cntlid and active(h) == [1, 2]
+    assert attachment(h, cntlid, 1).ok and active(h) == [1]
+    assert attachment(h, cntlid, 0).ok and active(h) == [1, 2]

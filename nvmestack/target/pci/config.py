@@ -30,10 +30,13 @@ offset outside the 4 KiB -- is an access that no register claims: **reads
 return all ones** of the access size (what a host sees for a configuration
 request that completes with Unsupported Request) and **writes are dropped**.
 
-The vendor and device id default to 1b36:0010, QEMU's emulated NVMe
-controller ids (Red Hat's vendor id, assigned to QEMU devices); every NVMe
-driver binds by class code anyway.  Pass your own ids when the function
-should identify differently.
+The vendor and device id default to :data:`PCI_VENDOR_ID` and
+:data:`PCI_DEVICE_ID`, for now 1b36:0010, QEMU's emulated NVMe controller
+ids (Red Hat's vendor id, assigned to QEMU devices); every NVMe driver binds
+by class code anyway.  Pass your own ids when the function should identify
+differently (the PCIe function takes them from its subsystem's ``vid`` and
+``ssvid`` when those are set).  Identify Controller's VID and SSVID are read
+from here, so the two always agree.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ __all__ = [
     "MSI_OFFSET",
     "PCIE_OFFSET",
     "PM_OFFSET",
+    "PCI_DEVICE_ID",
+    "PCI_VENDOR_ID",
     "QEMU_NVME_DEVICE_ID",
     "QEMU_NVME_VENDOR_ID",
     "ConfigSpace",
@@ -71,6 +76,10 @@ QEMU_NVME_VENDOR_ID = 0x1B36
 """Red Hat, Inc.: the vendor id of QEMU's emulated devices."""
 QEMU_NVME_DEVICE_ID = 0x0010
 """QEMU's emulated NVMe controller."""
+
+# The ids of our PCIe function (configuration space, and through it Identify
+# Controller VID/SSVID): the one line to change when we have ids of our own.
+PCI_VENDOR_ID, PCI_DEVICE_ID = QEMU_NVME_VENDOR_ID, QEMU_NVME_DEVICE_ID
 
 PM_OFFSET = 0x40
 MSI_OFFSET = 0x50
@@ -185,8 +194,8 @@ class ConfigSpace:
         bar0_size: int,
         *,
         on_flr: Callable[[], None] | None = None,
-        vendor_id: int = QEMU_NVME_VENDOR_ID,
-        device_id: int = QEMU_NVME_DEVICE_ID,
+        vendor_id: int = PCI_VENDOR_ID,
+        device_id: int = PCI_DEVICE_ID,
         revision_id: int = 0x02,
         subsystem_vendor_id: int | None = None,
         subsystem_id: int | None = None,
@@ -238,11 +247,9 @@ class ConfigSpace:
         self._image = bytearray(self.SIZE)  # power-on values
         self._wmask = bytearray(self.SIZE)
         self._w1cmask = bytearray(self.SIZE)
-        self._build(
-            revision_id,
-            vendor_id if subsystem_vendor_id is None else subsystem_vendor_id,
-            device_id if subsystem_id is None else subsystem_id,
-        )
+        self.subsystem_vendor_id = vendor_id if subsystem_vendor_id is None else subsystem_vendor_id
+        self.subsystem_id = device_id if subsystem_id is None else subsystem_id
+        self._build(revision_id, self.subsystem_vendor_id, self.subsystem_id)
         self._cfg = bytearray(self._image)
 
     # ------------------------------------------------------------------

@@ -137,6 +137,10 @@ class PciFunction:
         pba = _align_up(table + 16 * msix_vectors, 0x1000)
         bar0_size = max(0x4000, _pow2_at_least(pba + _align_up(-(-msix_vectors // 64) * 8, 0x1000)))
         self.queues = QueueManager(self, mode=mode)
+        # The subsystem's PCI ids, when it names them, are the function's.
+        for option, attr in (("vendor_id", "vid"), ("subsystem_vendor_id", "ssvid")):
+            if getattr(subsystem, attr, None) is not None:
+                config_options.setdefault(option, getattr(subsystem, attr))
         self.config = ConfigSpace(msix_vectors, bar0_size, on_flr=self._function_level_reset,
                                   msix_table_offset=table, **config_options)
         self.bar0_size = bar0_size
@@ -155,6 +159,8 @@ class PciFunction:
             ctrl.regs.cap.cqr = bool(contiguous_queues)
             ctrl.regs.cap.dstrd = dstrd
         ctrl.sgl_supported = bool(sgl)
+        # Identify Controller VID/SSVID are the configuration space's ids.
+        ctrl.pci_ids = (self.config.vendor_id, self.config.subsystem_vendor_id)
         timeout = ctrl.regs.cap.to * 0.5
         if not 0 <= ready_delay <= timeout:
             subsystem.remove_controller(ctrl)

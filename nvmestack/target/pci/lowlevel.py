@@ -422,7 +422,7 @@ class RawHost:
         self.bar_write32(Reg.CC, value)
         return value
 
-    def enable(self, *, admin_entries: int = 32, mps: int = 0, ams: int = 0,
+    def enable(self, *, admin_entries: int = 32, mps: int = 0, ams: int = 0, css: int = 0,
                timeout: float | None = None) -> QueuePair:
         """The initialisation handshake: disable if enabled and wait for
         RDY=0, admin queues (AQA/ASQ/ACQ), CC with EN=1, wait for RDY=1.
@@ -436,7 +436,7 @@ class RawHost:
         asq = self.make_queue(admin_entries, SQE_SIZE)
         acq = self.make_queue(admin_entries, CQE_SIZE)
         self.set_admin_queues(asq, acq)
-        self.write_cc(en=True, mps=mps, ams=ams)
+        self.write_cc(en=True, mps=mps, ams=ams, css=css)
         if not self.wait_ready(True, timeout):
             raise TimeoutError(f"CSTS.RDY did not set (CSTS {self.bar_read32(Reg.CSTS):#x})")
         self.admin = QueuePair(self, 0, asq, HostCq(self, 0, acq))

@@ -701,3 +701,53 @@ def test_masked_msix_vector_sets_pending_bit_and_fires_when_unmasked(host):
     assert not host.bar_read64(pba) & 1 << 2
     host.msix_mask(2, False)
     assert host.fired() == []
+
+
+# ----------------------------------------------------------------------------
+# PCI ids: configuration space and Identify Controller agree
+
+
+def _identify(h):
+    buf = h.alloc(4096)
+    ok(h.admin.command(Identify(cns=1, prp1=buf.addr)))
+    return IdentifyController.from_bytes(bytes(buf.view))
+
+
+def test_identify_vid_and_ssvid_are_the_configuration_space_ids(make_function):
+    from nvmestack.target.pci.config import PCI_VENDOR_ID
+
+    _fn, h = make_function()
+    h.bring_up()
+    c = _identify(h)
+    assert c.vid == h.cfg_read(Cfg.VENDOR_ID, 2) == PCI_VENDOR_ID
+    assert c.ssvid == h.cfg_read(Cfg.SUBSYSTEM_VENDOR_ID, 2) != 0
+
+
+def test_the_subsystem_s_pci_ids_are_the_function_s(make_function, subsystem):
+    subsystem.vid, subsystem.ssvid = 0x1D0F, 0x1AF4
+    _fn, h = make_function()
+    h.bring_up()
+    assert (h.cfg_read(Cfg.VENDOR_ID, 2), h.cfg_read(Cfg.SUBSYSTEM_VENDOR_ID, 2)) == (0x1D0F, 0x1AF4)
+    c = _identify(h)
+    assert (c.vid, c.ssvid) == (0x1D0F, 0x1AF4)
+
+
+def test_ids_given_to_the_function_are_what_identify_reports(make_function):
+    _fn, h = make_function(vendor_id=0x8086, subsystem_vendor_id=0x1028)
+    h.bring_up()
+    c = _identify(h)
+    assert (c.vid, c.ssvid) == (0x8086, 0x1028) == (h.cfg_read(Cfg.VENDOR_ID, 2),
+                                                    h.cfg_read(Cfg.SUBSYSTEM_VENDOR_ID, 2))
+
+
+def test_enable_with_all_io_command_sets_selected(make_function):
+    # CC.CSS 110b through BAR0: ready, no CFS, and the NVM command set works.
+    _fn, h = make_function()
+    h.enable_device()
+    assert (h.bar_read64(Reg.CAP) >> 43) & 1  # CAP.CSS.IOCSS
+    h.enable(css=6)
+    csts = h.bar_read32(Reg.CSTS)
+    assert csts & 1 and not csts & 2
+    buf = h.alloc(4096)
+    ok(h.admin.command(Identify(cns=0x1C, cntid=0xFFFF, prp1=buf.addr)))
+    assert bytes(buf.view)[:8] == (1).to_bytes(8, "little") and not any(bytes(buf.view)[8:])
