@@ -186,19 +186,44 @@ def _closed(sock: socket.socket) -> bool:
 
 
 _SERVER = textwrap.dedent("""
-    import resource, sys, time
-    resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+    import json, resource, sys, threading
+    if int(sys.argv[1]):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[1])))
     from nvmestack.target import Namespace, Subsystem
     from nvmestack.target.tcp import TcpTarget
-    sub = Subsystem("%s", serial="FDLIMIT")
+    sub = Subsystem("%s", serial="ABUSE")
     sub.add_namespace(Namespace(1, 8192))
-    target = TcpTarget([sub], handshake_timeout=60.0, max_connections=100000)
+    target = TcpTarget([sub], handshake_timeout=float(sys.argv[2]), max_connections=100000)
     port = target.listen("127.0.0.1", 0)
     target.start()
     print(port.trsvcid, flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:  # "stats": what the target holds now
+        with open("/proc/self/status") as f:
+            rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        print(json.dumps({"controllers": len(sub.controllers), "connections": len(target.connections),
+                          "threads": threading.active_count(), "rss_kib": rss}), flush=True)
     target.stop()
 """ % NQN)
+
+
+class ServerProcess:
+    """A target in its own process (its own descriptor limit, memory and threads to measure)."""
+
+    def __init__(self, nofile: int = 0, handshake_timeout: float = 60.0):
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(nofile), str(handshake_timeout)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addr = ("127.0.0.1", int(self.proc.stdout.readline()))
+
+    def stats(self) -> dict:
+        import json
+
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(20)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -208,21 +233,51 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def test_out_of_file_descriptors_the_target_neither_spins_nor_locks_out_a_good_host():
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = ServerProcess(nofile=96)
     idle = []
     try:
-        addr = ("127.0.0.1", int(proc.stdout.readline()))
-        idle = [socket.create_connection(addr) for _ in range(150)]  # more than its 96 descriptors
+        idle = [socket.create_connection(server.addr) for _ in range(150)]  # more than its 96 descriptors
         time.sleep(1.0)
-        before = _cpu_seconds(proc.pid)
+        before = _cpu_seconds(server.proc.pid)
         time.sleep(2.0)
-        assert _cpu_seconds(proc.pid) - before < 0.5  # resting, not spinning on EMFILE
-        good_host_io(addr)
+        assert _cpu_seconds(server.proc.pid) - before < 0.5  # resting, not spinning on EMFILE
+        good_host_io(server.addr)
     finally:
         for sock in idle:
             sock.close()
-        proc.stdin.close()
-        proc.wait(20)
+        server.close()
+
+
+def test_after_the_abuse_the_target_holds_what_it_held_before():
+    """Pipelined Connects and idle connections while a good host works;
+    afterwards no stray controller, connection or thread, and the memory
+    back near where it was (the old leak was ~10 KiB per pipelined Connect
+    and a thread per connection)."""
+    server = ServerProcess(handshake_timeout=2.0)
+    try:
+        good_host_io(server.addr)  # warm up: the first association allocates what every later one reuses
+        start = server.stats()
+        # 1,000 pipelined Connects on one connection, the good host working meanwhile
+        abuser = RawHost(server.addr)
+        abuser.ic()
+        abuser.send(raw_connects(abuser, 1000, in_capsule=False))
+        good_host_io(server.addr)
+        idle = [socket.create_connection(server.addr) for _ in range(2000)]
+        good_host_io(server.addr)
+        abuser.close()
+        for sock in idle:
+            sock.close()
+        deadline = time.monotonic() + 20
+        while True:
+            now = server.stats()
+            if now["controllers"] == 0 and now["connections"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert now["controllers"] == 0 and now["connections"] == 0
+        assert now["threads"] == start["threads"]
+        assert now["rss_kib"] - start["rss_kib"] < 16 << 10
+    finally:
+        server.close()
 
 
 def test_controllers_per_host_are_bounded():
