@@ -159,6 +159,12 @@ _CQE_OFF = CapsuleResp.cqe.offset  # the CQE in a response capsule
 _SQE_CID = _SQE_OFF + Command.cid.offset
 _CQE_CID = _CQE_OFF + Completion.cid.offset
 _SGL_OFF = _SQE_OFF + Command.sgl1.offset
+# SGL1 written in one go: Address, Length, 3 reserved bytes, SGL Identifier.
+_SGL_PACK = _struct.Struct("<QI3xB")
+assert (SglDescriptor.address.offset, SglDescriptor.length.offset, SglDescriptor.sgl_identifier.offset) == (0, 8, 15)
+_SQE_PSDT = _SQE_OFF + Command.psdt.offset
+_PSDT_MASK = ((1 << Command.psdt.width) - 1) << Command.psdt.lsb
+_PSDT_SGL = int(Psdt.SGL_MPTR_CONTIGUOUS) << Command.psdt.lsb
 
 _TERM_REQS = frozenset({PduType.H2C_TERM_REQ, PduType.C2H_TERM_REQ})
 _IC = frozenset({PduType.ICREQ, PduType.ICRESP})
@@ -1064,13 +1070,9 @@ class HostStream(_Stream):
         head, layout = self._header(PduType.CAPSULE_CMD, data_len)
         raw = sqe.raw if hasattr(sqe, "raw") else _view(sqe)
         head[_SQE_OFF : _SQE_OFF + SQE_SIZE] = raw[:SQE_SIZE]
-        cmd = Command.view(head, _SQE_OFF)
-        cmd.psdt = Psdt.SGL_MPTR_CONTIGUOUS
-        head[_SGL_OFF : _SGL_OFF + 16] = bytes(16)
-        sgl = SglDescriptor.view(head, _SGL_OFF)
-        sgl.length = length
-        sgl.sgl_identifier = SGL_IN_CAPSULE if icd else SGL_TRANSPORT
-        cid = cmd.cid
+        head[_SQE_PSDT] = (head[_SQE_PSDT] & ~_PSDT_MASK & 0xFF) | _PSDT_SGL
+        _SGL_PACK.pack_into(head, _SGL_OFF, 0, length, SGL_IN_CAPSULE if icd else SGL_TRANSPORT)
+        cid = _LE16.unpack_from(head, _SQE_CID)[0]
         with self.lock:
             if cid in self._cmds:
                 raise ValueError(f"command {cid:#x} is still outstanding on this connection")

@@ -72,6 +72,7 @@ import contextvars
 import errno
 import logging
 import operator
+import struct
 import threading
 import time
 from collections import deque
@@ -125,6 +126,11 @@ MAX_DSM_RANGE_BLOCKS = 0xFFFFFFFF  # a DSM range's length is a 32-bit count
 PLUG_MAX_REQUESTS = 32  # Linux BLK_MAX_REQUEST_COUNT: a plug this full is dispatched
 
 _NS_PER_MS = 1_000_000
+# SLBA (CDW10-11) and CDW12 (NLB 15:0, FUA bit 30) of Read/Write, packed together (offsets from spec/).
+_RW_RANGE = struct.Struct("<QI")
+_RW_RANGE_OFF = Read.slba.offset
+assert Read.nlb.offset == _RW_RANGE_OFF + 8 and Read.fua.offset == _RW_RANGE_OFF + 8
+_FUA = 1 << Read.fua.lsb
 
 
 class Op(IntEnum):
@@ -448,7 +454,8 @@ class BlockIO:
         self.op = op
         self._value = value
         self._lock = threading.Lock()
-        self._event = threading.Event()
+        self._done = False
+        self._event: threading.Event | None = None  # made by the first wait that must block
         self._pending = 1  # the submitter's reference, dropped by _seal()
         self._errors: list[tuple[int, BaseException]] = []
         self._error: BaseException | None = None
@@ -474,7 +481,10 @@ class BlockIO:
                 if self._error is not None:
                     self._value = None
             callbacks, self._callbacks = self._callbacks, []
-            self._event.set()
+            self._done = True
+            event = self._event
+        if event is not None:
+            event.set()
         for fn in callbacks:
             self._call(fn)
 
@@ -491,7 +501,7 @@ class BlockIO:
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
 
     @property
     def requests(self) -> list[Any]:
@@ -500,28 +510,34 @@ class BlockIO:
 
     def add_done_callback(self, fn: Callable[[BlockIO], Any]) -> None:
         with self._lock:
-            if not self._event.is_set():
+            if not self._done:
                 self._callbacks.append(fn)
                 return
         self._call(fn)
 
     def _unplug(self) -> None:
         plug_ = self._plug
-        if plug_ is not None and not self._event.is_set():
+        if plug_ is not None and not self._done:
             plug_.flush()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until done (dispatching the plug holding it first); True
         when done."""
-        if self._event.is_set():
+        if self._done:
             return True
         self._unplug()
         deadline = None if timeout is None else time.monotonic() + timeout
         for hreq in list(self._hreqs):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             hreq.wait(left)  # drives completion polling where the queue needs it
+        with self._lock:
+            if self._done:
+                return True
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._event.wait(left)
+        return event.wait(left)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.wait(timeout):
@@ -537,7 +553,7 @@ class BlockIO:
         return self._value
 
     def __await__(self):
-        if not self._event.is_set():
+        if not self._done:
             self._unplug()
             for hreq in list(self._hreqs):
                 if not getattr(hreq, "done", False):
@@ -545,7 +561,7 @@ class BlockIO:
                         yield from hreq.__await__()
                     except Exception:  # the status is collected by the completion callback
                         pass
-            if not self._event.is_set():
+            if not self._done:
                 loop = asyncio.get_running_loop()
                 fut = loop.create_future()
                 self.add_done_callback(lambda _io: _wake(loop, fut))
@@ -1037,6 +1053,7 @@ class BlockDevice(_Ops):
         self._dev = self
         self._overrides = dict(limits)
         self._limits_cache: tuple | None = None
+        self._templates: dict[tuple, bytes] = {}  # prepared Read/Write entries per (class, NSID)
         queue_limits(ns, **self._overrides)  # fail early on bad overrides
         self._stats = _Stats(clock)
         self._timeout = timeout
@@ -1256,11 +1273,19 @@ class BlockDevice(_Ops):
         op = rq.op
         if op in (Op.READ, Op.WRITE):
             cls, direction = (Read, DIR_FROM_DEVICE) if op == Op.READ else (Write, DIR_TO_DEVICE)
-            cmd = cls(nsid=nsid, slba=rq.slba, nblocks=rq.nblocks, fua=rq.fua)
             prinfo = self._protection()
-            if prinfo is not None:
-                cmd.prinfo = prinfo
-                cmd.reftag = rq.slba & 0xFFFFFFFF
+            if prinfo is None:
+                # The common case from a prepared entry: SLBA and CDW12 (NLB, FUA) packed in one go.
+                key = (cls, nsid)
+                template = self._templates.get(key)
+                if template is None:
+                    template = self._templates[key] = bytes(cls(nsid=nsid))
+                raw = bytearray(template)
+                _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, rq.slba, (rq.nblocks - 1) | (_FUA if rq.fua else 0))
+                return cls.view(raw), rq.segs, direction
+            cmd = cls(nsid=nsid, slba=rq.slba, nblocks=rq.nblocks, fua=rq.fua)
+            cmd.prinfo = prinfo
+            cmd.reftag = rq.slba & 0xFFFFFFFF
             return cmd, rq.segs, direction
         if op == Op.FLUSH:
             return Flush(nsid=nsid), None, DIR_NONE

@@ -179,7 +179,7 @@ class HostRequest:
         self._poll: Callable[[], Any] | None = None
         # A polled queue's wait for its completions to arrive (no thread wakes us).
         self._poll_wait: Callable[[float], Any] | None = None
-        self._event = threading.Event()
+        self._event: threading.Event | None = None  # made by the first wait that must block
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[HostRequest], Any]] = []
         self._completing = False
@@ -265,7 +265,9 @@ class HostRequest:
         with self._lock:
             self._done = True
             callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
+            event = self._event
+        if event is not None:
+            event.set()
         for fn in callbacks:
             self._call(fn)
 
@@ -316,7 +318,15 @@ class HostRequest:
                 pause = _POLL_PAUSE
             else:
                 pause = _WAIT_SLICE
-            self._event.wait(pause if remaining is None else min(pause, remaining))
+            event = self._event
+            if event is None:
+                with self._lock:
+                    if self._done:
+                        break
+                    event = self._event
+                    if event is None:
+                        event = self._event = threading.Event()
+            event.wait(pause if remaining is None else min(pause, remaining))
         return self
 
     def raise_for_status(self) -> "HostRequest":
