@@ -158,12 +158,14 @@ def fio_file(path: str, seconds: float, rw: str, bs: str) -> dict | None:
 class Serve:
     """``nvmestack serve`` on CPU 0 with its own data directory."""
 
-    def __init__(self, tmp: str, *, fast: bool):
+    def __init__(self, tmp: str, *, fast: bool, source: str | None = None, data_dir: str = "serve"):
         self.port = free_port()
         env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"),
                    NVMESTACK_FAST_PATH="1" if fast else "0")
+        if source:  # another checkout's nvmestack (--baseline)
+            env["PYTHONPATH"] = os.path.abspath(source)
         env.pop("NVMESTACK_TRACE", None)
-        self.data_dir = os.path.join(tmp, "serve")
+        self.data_dir = os.path.join(tmp, data_dir)
         self.proc = subprocess.Popen(pinned(SERVER_CPU, NVMESTACK + [
             "serve", "--port", str(self.port), "--discovery-port", str(free_port()), "--data-dir", self.data_dir]),
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -271,6 +273,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="runtime of each measurement (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="measurements per figure (default 3)")
     ap.add_argument("--perf", help="spdk_nvme_perf binary: drive the target with SPDK's initiator too")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout of nvmestack (e.g. a git worktree of an older commit): its serve is "
+                         "measured too, as the 'baseline' path")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: machine,general,idle,host,pcie")
     opts = ap.parse_args()
     skip = set(filter(None, opts.skip.split(",")))
@@ -329,6 +334,16 @@ def main() -> None:
                         results.setdefault(("general", label), []).append(load(general, secs, **workload))
             finally:
                 general.stop()
+        if opts.baseline:
+            base = Serve(tmp, fast=True, source=opts.baseline, data_dir="baseline")
+            try:
+                nvmf_load.run("127.0.0.1", base.port, NQN, rw="write", bs=131072, qd=8, seconds=1e9,
+                              span=SPAN, latencies=False, limit=SPAN // 131072)
+                for _ in range(rep):
+                    for label, workload in TARGET_WORKLOADS:
+                        results.setdefault(("baseline", label), []).append(load(base, secs, **workload))
+            finally:
+                base.stop()
         pcie_rows = []
         if "pcie" not in skip:
             drive = os.path.join(tmp, "drive0")
@@ -355,7 +370,7 @@ def main() -> None:
     head = f"  {'workload':<30}{'path':<9}{'IOPS':>17}{'MB/s':>15}{'p50 us':>15}{'target CPU us/cmd':>22}"
     print(head)
     for label, _ in TARGET_WORKLOADS:
-        for path in ("fast", "general", "spdk"):
+        for path in ("fast", "general", "baseline", "spdk"):
             rows = results.get((path, label))
             if not rows:
                 continue
@@ -373,6 +388,10 @@ def main() -> None:
     gen_rr = median("iops", "general", TARGET_WORKLOADS[0][0])
     if fast_rr and gen_rr:
         print(f"  4 KiB random read QD32, fast / general path            {fast_rr / gen_rr:.1f}x")
+    for label, _ in TARGET_WORKLOADS:
+        now, then = median("iops", "fast", label), median("iops", "baseline", label)
+        if now and then:
+            print(f"  {label}, this tree / baseline {'':<{max(0, 27 - len(label))}}{now / then:.1f}x")
     fast_cpu = median("target_cpu_us", "fast", TARGET_WORKLOADS[0][0])
     gen_cpu = median("target_cpu_us", "general", TARGET_WORKLOADS[0][0])
     if fast_cpu and gen_cpu:

@@ -448,6 +448,9 @@ class _Stream:
         # once the connection is live without digests; 0: no fast lane.
         self._plain_cmd = 0
         self._plain_icd = 0
+        # More such headers (first four bytes) -> (type, HLEN, PDO), e.g. the
+        # host's responses and C2HData; filled once the connection is live.
+        self._fast_pdus: dict[int, tuple[PduType, int, int]] = {}
 
     # -- state --------------------------------------------------------------------
 
@@ -474,6 +477,8 @@ class _Stream:
                 self._feed(_view(data), events)
             except _Fatal as fatal:
                 events.append(self._fatal(fatal))
+            finally:
+                self._hdr_ref = None  # never keep a receive buffer alive past this call
             return events
 
     def recv_buffer(self, size: int = 65536) -> memoryview:
@@ -504,6 +509,8 @@ class _Stream:
                     self._progress(events)
                 except _Fatal as fatal:
                     events.append(self._fatal(fatal))
+                finally:
+                    self._hdr_ref = None
                 return events
             fresh, self._fresh = self._fresh, None
         if fresh is None:
@@ -519,6 +526,7 @@ class _Stream:
     def _feed(self, mv: memoryview, events: list[Event]) -> None:
         pos, end = 0, mv.nbytes
         plain, plain_icd = self._plain_cmd, self._plain_icd
+        fast_pdus = self._fast_pdus
         while pos < end:
             if plain and self._pbuf is None and end - pos >= _CAPSULE_CMD_LEN and self.state is _LIVE:
                 # The common case, decided once at ICReq: a command capsule
@@ -537,6 +545,25 @@ class _Stream:
                         events.append(CommandReceived(_LE16.unpack_from(mv, pos + _SQE_CID)[0],
                                                       mv[pos + _SQE_OFF : pos + _SQE_END], mv[pos + pdo : pos + plen],
                                                       False))
+                        pos += plen
+                        continue
+            if fast_pdus and self._pbuf is None and end - pos >= COMMON_HEADER_SIZE and self.state is _LIVE:
+                # Other PDUs without digests whose common header (type, flags,
+                # HLEN, PDO) is one every check accepts: only the length and the
+                # type's own checks are left.
+                head = _LE64.unpack_from(mv, pos)[0]
+                known = fast_pdus.get(head & 0xFFFFFFFF)
+                if known is not None:
+                    kind, hlen, pdo = known
+                    plen = head >> 32
+                    if (plen == hlen if not pdo else pdo < plen <= pdo + self._data_limit(kind)) and plen <= end - pos:
+                        pdu = mv[pos : pos + plen]
+                        info = _Pdu(kind, mv[pos + 1], hlen, plen, hlen, pdo or hlen, plen - pdo if pdo else 0, False)
+                        self._hdr_ref = (pdu, 0, hlen)
+                        check = self._HEADER_CHECKS.get(kind)
+                        if check is not None:
+                            check(self, pdu, info)
+                        self._COMPLETE[kind](self, pdu, info, events)
                         pos += plen
                         continue
             if self.closed:
@@ -1135,6 +1162,16 @@ class HostStream(_Stream):
         self.cpda = self.tx_pda = resp.cpda
         self.maxh2cdata = maxh2cdata
         self.state = StreamState.LIVE
+        if not self.hdgst and not self.ddgst:
+            resp_kind, data_kind, r2t_kind = PduType.CAPSULE_RESP, PduType.C2H_DATA, PduType.R2T
+            align = (self.rx_pda + 1) * 4
+            pdo = -(-HLEN[data_kind] // align) * align
+            fast = {int(resp_kind) | HLEN[resp_kind] << 16: (resp_kind, HLEN[resp_kind], 0),
+                    int(r2t_kind) | HLEN[r2t_kind] << 16: (r2t_kind, HLEN[r2t_kind], 0)}
+            if pdo <= 0xFF:
+                for flags in (0, _LAST, _LAST | _SUCCESS):
+                    fast[int(data_kind) | flags << 8 | HLEN[data_kind] << 16 | pdo << 24] = (data_kind, HLEN[data_kind], pdo)
+            self._fast_pdus = fast
         events.append(ICRespReceived(resp.pfv, resp.cpda, self.hdgst, self.ddgst, maxh2cdata))
 
     def _response(self, pdu: memoryview, info: _Pdu, events: list[Event]) -> None:

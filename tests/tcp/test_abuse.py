@@ -315,3 +315,24 @@ def test_admin_sqsize_beyond_mqes_is_refused(abuse_target):
     assert not target.subsystems[NQN].controllers
     assert host.connect(sqsize=1023).ok
     host.close()
+
+
+def test_an_idle_connection_costs_a_few_kib():
+    """1,000 connections past their ICReq, idle: each costs the target a few
+    KiB (no thread, no receive buffer kept), well under 20 KiB."""
+    server = ServerProcess(handshake_timeout=60.0)
+    hosts = []
+    try:
+        good_host_io(server.addr)
+        start = server.stats()
+        for _ in range(1000):
+            host = RawHost(server.addr)
+            host.ic()
+            hosts.append(host)
+        now = server.stats()
+        assert now["connections"] == 1000 and now["threads"] == start["threads"]
+        assert (now["rss_kib"] - start["rss_kib"]) / 1000 < 20
+    finally:
+        for host in hosts:
+            host.close()
+        server.close()
