@@ -168,7 +168,8 @@ class Serve:
         self.data_dir = os.path.join(tmp, data_dir)
         self.proc = subprocess.Popen(pinned(SERVER_CPU, NVMESTACK + [
             "serve", "--port", str(self.port), "--discovery-port", str(free_port()), "--data-dir", self.data_dir]),
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=os.path.abspath(source) if source else None)  # -m puts the working directory first on the path
         wait_listening(self.port)
         self.env = env
 
