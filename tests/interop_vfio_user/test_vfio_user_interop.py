@@ -71,7 +71,8 @@ def setup(tmp_path_factory):
     except (ToolsMissing, KernelUnavailable) as exc:
         pytest.skip(f"no guest image: {exc}")
     tmp = tmp_path_factory.mktemp("vfio-user")
-    drive = create_drive(str(tmp / "drive"), size=NS_SIZE, serial="VFIOUSER0001", model="nvmestack vfio-user test")
+    drive = create_drive(str(tmp / "drive"), size=NS_SIZE, serial="VFIOUSER0001", model="nvmestack vfio-user test",
+                         capacity=4 * NS_SIZE)
     served = Served(drive, str(tmp / "drive.sock"))
     served.start()
     dev = {"driver": "vfio-user-pci", "id": "nvmestack0", "socket": {"type": "unix", "path": served.sock}}
@@ -127,14 +128,12 @@ def test_fio_write_verify(vm, job):
 
 
 def test_filesystem(vm, setup):
-    vm.check("mkfs.ext4 -q -F /dev/nvme0n1 && mount /dev/nvme0n1 /mnt && "
+    vm.check("mkfs.ext4 -q -F /dev/nvme0n1 64M && mount /dev/nvme0n1 /mnt && "
              "head -c 3000000 /dev/urandom > /mnt/a && dd if=/dev/urandom of=/mnt/b bs=64k count=40 2>/dev/null && "
              "mkdir /mnt/d && echo hello > /mnt/d/c && sync", 300)
     sums = vm.check("cd /mnt && sha256sum a b d/c")
     vm.check("umount /mnt && e2fsck -fn /dev/nvme0n1", 120)
     setup["sums"] = {line.split()[1]: line.split()[0] for line in sums.splitlines()}
-    # The whole device as the guest sees it, for the check after the restart.
-    setup["device_sum"] = vm.check(f"head -c {NS_SIZE} /dev/nvme0n1 | sha256sum").split()[0]
 
 
 def test_timeout_ends_in_abort_or_reset_then_io_works(vm, setup):
@@ -159,8 +158,65 @@ def test_timeout_ends_in_abort_or_reset_then_io_works(vm, setup):
     log = vm.check("dmesg | grep -i nvme | tail -20")
     assert "timeout" in log.lower() and ("abort" in log.lower() or "reset" in log.lower()), log
     vm.check("dd if=/dev/urandom of=/tmp/w bs=4k count=16 2>/dev/null && "
-             "dd if=/tmp/w of=/dev/nvme0n1 bs=4k seek=2000 oflag=direct 2>/dev/null && "
-             "dd if=/dev/nvme0n1 bs=4k skip=2000 count=16 iflag=direct 2>/dev/null | cmp - /tmp/w", 120)
+             "dd if=/tmp/w of=/dev/nvme0n1 bs=4k seek=25000 oflag=direct 2>/dev/null && "
+             "dd if=/dev/nvme0n1 bs=4k skip=25000 count=16 iflag=direct 2>/dev/null | cmp - /tmp/w", 120)
+
+
+def _io_works(vm, seek):
+    vm.check("dd if=/dev/urandom of=/tmp/w bs=4k count=16 2>/dev/null && "
+             f"dd if=/tmp/w of=/dev/nvme0n1 bs=4k seek={seek} oflag=direct 2>/dev/null && "
+             f"dd if=/dev/nvme0n1 bs=4k skip={seek} count=16 iflag=direct 2>/dev/null | cmp - /tmp/w", 120)
+
+
+def test_controller_resets(vm):
+    """``nvme reset`` and a reset through sysfs: the driver disables and
+    re-enables the controller, the queues come back, I/O goes on."""
+    vm.check("nvme reset /dev/nvme0", 120)
+    _io_works(vm, 26000)
+    vm.check("echo 1 > /sys/class/nvme/nvme0/reset_controller; sleep 1; "
+             "for i in $(seq 100); do [ \"$(cat /sys/class/nvme/nvme0/state)\" = live ] && break; sleep 0.1; done", 120)
+    _io_works(vm, 26100)
+    assert "live" in vm.check("cat /sys/class/nvme/nvme0/state")
+
+
+def test_fatal_status_is_reset_by_the_driver(vm, setup):
+    """A Read makes the controller report CSTS.CFS (fault injection): the
+    driver's timeout handler sees it, resets the controller, and the read
+    is retried with success."""
+    from nvmestack.target.faults import FaultInjector
+
+    vm.check("echo 3 > /sys/module/nvme_core/parameters/io_timeout")
+    faults = FaultInjector.install(setup["served"].server.subsystem)
+    rule = faults.fatal(opcode=NvmOpcode.READ, admin=False, count=1)
+    try:
+        vm.check("dd if=/dev/nvme0n1 of=/dev/null bs=4k count=1 skip=300 iflag=direct", 120)
+    finally:
+        faults.remove(rule)
+    assert rule.hits == 1
+    log = vm.check("dmesg | grep -i nvme | tail -20").lower()
+    assert "reset" in log, log
+    _io_works(vm, 26200)
+
+
+def test_namespace_management_and_firmware_from_the_guest(vm, setup):
+    """Namespaces created, attached, detached and deleted and a firmware
+    image downloaded and committed from the guest; our command line sees
+    them after the server stops (test_after_the_server_restarts)."""
+    cntlid = json.loads(vm.check("nvme id-ctrl /dev/nvme0 -o json"))["cntlid"]
+    for _ in (2, 3):
+        out = vm.check("nvme create-ns /dev/nvme0 --nsze=16384 --ncap=16384 --flbas=0", 60)
+        assert "Success" in out, out
+    for nsid in (2, 3):
+        vm.check(f"nvme attach-ns /dev/nvme0 -n {nsid} -c {cntlid}", 60)
+    vm.check("nvme ns-rescan /dev/nvme0; for i in $(seq 100); do [ -b /dev/nvme0n3 ] && break; sleep 0.1; done; "
+             "[ -b /dev/nvme0n2 ] && [ -b /dev/nvme0n3 ]", 60)
+    vm.check("echo namespace-two | dd of=/dev/nvme0n2 bs=512 conv=sync oflag=direct 2>/dev/null", 60)
+    vm.check(f"nvme detach-ns /dev/nvme0 -n 3 -c {cntlid} && nvme delete-ns /dev/nvme0 -n 3", 60)
+    vm.check("nvme ns-rescan /dev/nvme0; for i in $(seq 100); do [ -b /dev/nvme0n3 ] || break; sleep 0.1; done; "
+             "! [ -b /dev/nvme0n3 ]", 60)
+    vm.check("printf '2.0vfio ' > /tmp/fw && head -c 4088 /dev/zero >> /tmp/fw && "
+             "nvme fw-download /dev/nvme0 --fw=/tmp/fw && nvme fw-commit /dev/nvme0 --slot=2 --action=0", 60)
+    setup["guest_admin"] = True
 
 
 def _ours(capsysbinary, *args):
@@ -184,6 +240,8 @@ def test_after_the_server_restarts(setup, capsysbinary, monkeypatch, tmp_path):
     # Identify as the guest reads it last (NUSE follows what was written).
     setup["id_ctrl"] = json.loads(vm.check("nvme id-ctrl /dev/nvme0 -o json"))
     setup["id_ns"] = json.loads(vm.check("nvme id-ns /dev/nvme0n1 -o json"))
+    # The whole namespace as the guest sees it last.
+    setup["device_sum"] = vm.check(f"head -c {NS_SIZE} /dev/nvme0n1 | sha256sum", 300).split()[0]
     vm.shutdown()
     setup["served"].stop()
     monkeypatch.setenv("NVMESTACK_STATE_DIR", str(tmp_path / "state"))
@@ -202,6 +260,16 @@ def test_after_the_server_restarts(setup, capsysbinary, monkeypatch, tmp_path):
     with open(image, "rb") as f:
         f.seek(2048 * 512)
         assert sample.read_bytes() == f.read(65536)
+    if setup.get("guest_admin"):
+        assert [line.split(":")[-1] for line in _ours(capsysbinary, "list-ns", drive).decode().splitlines()] == \
+            ["0x1", "0x2"]
+        ns2 = json.loads(_ours(capsysbinary, "id-ns", drive, "-n", "2", "-o", "json"))
+        assert ns2["nsze"] == 16384
+        two = tmp_path / "two"
+        _ours(capsysbinary, "read", drive, "-n", "2", "-s", "0", "-c", "0", "-z", "512", "-d", str(two))
+        assert two.read_bytes().startswith(b"namespace-two\n")
+        fw = json.loads(_ours(capsysbinary, "fw-log", drive, "-o", "json"))
+        assert "2.0vfio" in json.dumps(fw)
     res = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     for name, digest in setup["sums"].items():
