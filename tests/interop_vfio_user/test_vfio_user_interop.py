@@ -98,7 +98,9 @@ def vm(setup):
 
 
 def test_probe_and_nvme_list(vm, setup):
-    vm.check("modprobe nvme && for i in $(seq 100); do [ -b /dev/nvme0n1 ] && break; sleep 0.1; done; "
+    # A short I/O timeout (read when the namespaces' queues are made) keeps
+    # the timeout tests short.
+    vm.check("modprobe nvme_core io_timeout=5 && modprobe nvme && for i in $(seq 100); do [ -b /dev/nvme0n1 ] && break; sleep 0.1; done; "
              "[ -b /dev/nvme0n1 ]", 120)
     ids = vm.check("for d in /sys/bus/pci/devices/*; do [ \"$(cat $d/class)\" = 0x010802 ] && "
                    "cat $d/vendor $d/device; done").split()
@@ -140,7 +142,6 @@ def test_timeout_ends_in_abort_or_reset_then_io_works(vm, setup):
     """A Read whose completion fault injection drops: the driver's timeout
     handler aborts it (or resets the controller), the read is retried and
     returns the data; nothing is lost."""
-    vm.check("echo 3 > /sys/module/nvme_core/parameters/io_timeout")
     expected = vm.check("dd if=/dev/nvme0n1 bs=4k count=1 skip=100 iflag=direct 2>/dev/null | sha256sum").split()[0]
     faults = setup["served"].server.subsystem
     from nvmestack.target.faults import FaultInjector
@@ -185,7 +186,6 @@ def test_fatal_status_is_reset_by_the_driver(vm, setup):
     is retried with success."""
     from nvmestack.target.faults import FaultInjector
 
-    vm.check("echo 3 > /sys/module/nvme_core/parameters/io_timeout")
     faults = FaultInjector.install(setup["served"].server.subsystem)
     rule = faults.fatal(opcode=NvmOpcode.READ, admin=False, count=1)
     try:
