@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "manage",
     "io",
     "drive",
+    "vfio_user",
     "target_config",
     "bench",
     "trace",

@@ -31,12 +31,13 @@ return all ones** of the access size (what a host sees for a configuration
 request that completes with Unsupported Request) and **writes are dropped**.
 
 The vendor and device id default to :data:`PCI_VENDOR_ID` and
-:data:`PCI_DEVICE_ID`, for now 1b36:0010, QEMU's emulated NVMe controller
-ids (Red Hat's vendor id, assigned to QEMU devices); every NVMe driver binds
-by class code anyway.  Pass your own ids when the function should identify
-differently (the PCIe function takes them from its subsystem's ``vid`` and
-``ssvid`` when those are set).  Identify Controller's VID and SSVID are read
-from here, so the two always agree.
+:data:`PCI_DEVICE_ID`, nvmestack's own 4e56:0001 -- not QEMU's 1b36:0010,
+which Linux's nvme driver matches by an explicit entry of its id table to
+apply quirks for QEMU's device; every NVMe driver binds by class code
+anyway.  Pass your own ids when the function should identify differently
+(the PCIe function takes them from its subsystem's ``vid`` and ``ssvid``
+when those are set).  Identify Controller's VID and SSVID are read from
+here, so the two always agree.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ QEMU_NVME_DEVICE_ID = 0x0010
 """QEMU's emulated NVMe controller."""
 
 # The ids of our PCIe function (configuration space, and through it Identify
-# Controller VID/SSVID): the one line to change when we have ids of our own.
-PCI_VENDOR_ID, PCI_DEVICE_ID = QEMU_NVME_VENDOR_ID, QEMU_NVME_DEVICE_ID
+# Controller VID/SSVID): "NV" and device 1.  No PCI-SIG assignment stands
+# behind them; they only have to stay out of the drivers' quirk tables.
+PCI_VENDOR_ID, PCI_DEVICE_ID = 0x4E56, 0x0001
 
 PM_OFFSET = 0x40
 MSI_OFFSET = 0x50

@@ -84,7 +84,7 @@ TOOLS = {
 #: Kernel modules in the guest (with their dependencies).
 MODULES = (
     "virtio_pci", "virtio_console", "virtio_net",
-    "configfs", "nvme-core", "nvme-fabrics", "nvme-tcp", "nvmet", "nvmet-tcp",
+    "configfs", "nvme-core", "nvme", "nvme-fabrics", "nvme-tcp", "nvmet", "nvmet-tcp",
     "null_blk", "loop", "ext4", "crc32c_generic", "crc32c-intel",
 )
 

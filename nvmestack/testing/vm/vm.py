@@ -157,11 +157,17 @@ class VM:
     ``cpus``; ``accel`` "auto", "kvm" or "tcg"; ``hostfwd`` guest ports to
     reach from the host; ``host_ports`` host ports the guest may reach (as
     ``10.0.2.100:PORT``); ``append`` extra kernel arguments;
-    ``boot_timeout`` seconds."""
+    ``boot_timeout`` seconds; ``qemu`` another emulator binary (e.g. the
+    one with vfio-user-pci, :func:`~nvmestack.testing.vm.qemu.ensure_qemu`),
+    ``machine`` the ``-M`` value, ``extra`` more QEMU arguments."""
 
     def __init__(self, image: Image | None = None, *, mem: int = 1024, cpus: int = 2, accel: str | None = None,
-                 hostfwd=(), host_ports=(), append: str = "", boot_timeout: float = 300.0):
+                 hostfwd=(), host_ports=(), append: str = "", boot_timeout: float = 300.0,
+                 qemu: str | None = None, machine: str = "pc", extra=()):
         self.image = image
+        self.qemu = qemu
+        self.machine = machine
+        self.extra = list(extra)
         self.mem, self.cpus = int(mem), int(cpus)
         self.accel = accel or os.environ.get("NVMESTACK_VM_ACCEL", "auto")
         self.hostfwd = [int(p) for p in hostfwd]
@@ -185,7 +191,7 @@ class VM:
         return os.path.join(self.dir, name)
 
     def qemu_argv(self) -> list[str]:
-        qemu = which("qemu-system-x86_64")
+        qemu = self.qemu or which("qemu-system-x86_64")
         if qemu is None:
             raise QemuUnavailable("qemu-system-x86_64 is not installed (./install.sh --test installs it)")
         accel = self.accel
@@ -199,7 +205,7 @@ class VM:
         net += [f"guestfwd=tcp:{HOST_ADDR}:{p}-cmd:{socat} - TCP:127.0.0.1:{p}" for p in self.host_ports]
         cmdline = "console=ttyS0 quiet panic=-1 rdinit=/sbin/init " + self.append
         return [
-            qemu, "-name", "nvmestack-vm", "-M", "pc", *acc, "-smp", str(self.cpus), "-m", str(self.mem),
+            qemu, "-name", "nvmestack-vm", "-M", self.machine, *acc, "-smp", str(self.cpus), "-m", str(self.mem),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd), "-append", cmdline.strip(),
             "-chardev", "socket,id=ser0,path={},server=on,wait=off,logfile={}".format(self._path("serial.sock"), self._path("console.log")),
@@ -210,6 +216,7 @@ class VM:
             "-netdev", ",".join(net),
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-qmp", "unix:{},server=on,wait=off".format(self._path("qmp.sock")),
+            *self.extra,
         ]
 
     def boot(self) -> float:

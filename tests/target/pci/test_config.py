@@ -20,7 +20,7 @@ from nvmestack.spec.pci import (
     iter_capabilities,
     iter_ext_capabilities,
 )
-from nvmestack.target.pci.config import ConfigSpace
+from nvmestack.target.pci.config import PCI_DEVICE_ID, PCI_VENDOR_ID, ConfigSpace
 
 BAR0_SIZE = 16 * 1024
 
@@ -38,9 +38,10 @@ def struct_at(cfg, cls, offset):
 
 
 def test_ids_class_code_and_header(cfg):
-    assert cfg.read(Cfg.VENDOR_ID, 2) == 0x1B36
-    assert cfg.read(Cfg.DEVICE_ID, 2) == 0x0010
-    assert cfg.read(0, 4) == 0x0010_1B36
+    # Our own ids, not QEMU's 1b36:0010 (which Linux's nvme driver quirks).
+    assert cfg.read(Cfg.VENDOR_ID, 2) == PCI_VENDOR_ID == 0x4E56
+    assert cfg.read(Cfg.DEVICE_ID, 2) == PCI_DEVICE_ID == 0x0001
+    assert cfg.read(0, 4) == 0x0001_4E56
     assert cfg.read(Cfg.REVISION_ID, 4) >> 8 == NVME_CLASS_CODE == 0x010802
     assert cfg.read(Cfg.CLASS_BASE, 1) == 0x01 and cfg.read(Cfg.CLASS_DEVICE, 1) == 0x08
     assert cfg.read(Cfg.CLASS_PROG, 1) == 0x02
@@ -48,7 +49,7 @@ def test_ids_class_code_and_header(cfg):
     assert cfg.read(Cfg.INTERRUPT_PIN, 1) == 1  # INTA#
     header = ConfigHeader.from_bytes(cfg.snapshot()[:64])
     assert header.cap_list and header.capabilities_pointer == 0x40
-    assert (header.subsystem_vendor_id, header.subsystem_id) == (0x1B36, 0x0010)
+    assert (header.subsystem_vendor_id, header.subsystem_id) == (PCI_VENDOR_ID, PCI_DEVICE_ID)
     assert header.command == 0 and not header.interrupt_status
 
 
@@ -353,7 +354,7 @@ def test_function_level_reset():
     assert cfg.command == 0 and not cfg.bus_master_enabled and not cfg.memory_space_enabled
     assert cfg.read(Cfg.BAR0, 4) == 0x4 and cfg.read(Cfg.INTERRUPT_LINE, 1) == 0
     assert not cfg.msix_enabled and cfg.msi_address == 0 and cfg.power_state == PowerState.D0
-    assert cfg.read(0, 4) == 0x0010_1B36  # identity untouched
+    assert cfg.read(0, 4) == 0x0001_4E56  # identity untouched
 
 
 def test_flr_bit_in_dword_write_and_without_callback(cfg):
