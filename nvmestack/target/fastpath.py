@@ -16,7 +16,7 @@ outcome the general path would have produced.
 
 What makes a command fast (anything else is declined):
 
-* per batch of commands (:meth:`FastIo.ready`): the controller is ready
+* per batch of commands (:meth:`FastIo.ready`; on PCIe per command): the controller is ready
   (CSTS.RDY), no fault rule is armed, no sanitize gate restricts commands;
 * per command: FUSE 00b; an active namespace of a plain format
   (:attr:`Namespace.fast`: no metadata, no protection information) with no
@@ -38,6 +38,7 @@ the format uses the old geometry throughout, as on the general path.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,10 @@ _FUSE_MASK = 0x03  # FUSE, byte 1 bits 1:0
 ZERO_COPY_MIN = 32768
 """Reads at least this large go from the file to the socket by sendfile
 (smaller ones cost less as one pread into a buffer)."""
+
+ENABLED = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
+"""Whether transports use the fast path unless told (``NVMESTACK_FAST_PATH=0``:
+every command on the general path, to compare the two)."""
 
 READ = int(NvmOpcode.READ)
 WRITE = int(NvmOpcode.WRITE)
@@ -199,6 +204,34 @@ class FastIo:
         c = self.counters
         c.bytes_written += length
         c.host_write_commands += 1
+        return True
+
+    def transfer(self, sqe, map_data) -> bool:
+        """Execute a Read or Write whose data buffers the transport maps:
+        ``map_data(length)`` returns the views of the host's buffer (on
+        PCIe, what PRP1/PRP2 describe; raising NvmeError declines).  False:
+        declined, no block was read or written."""
+        opcode = sqe[0]
+        found = self._geometry(sqe, opcode) if opcode == READ or opcode == WRITE else None
+        if found is None or (opcode == WRITE and not self._write_cache()):
+            return False
+        geo, slba, length = found
+        try:
+            views = map_data(length)
+        except NvmeError:
+            return False  # the general path maps it again and reports the error
+        c = self.counters
+        try:
+            if opcode == READ:
+                geo.backend.readinto(slba << geo.shift, views)
+                c.bytes_read += length
+                c.host_read_commands += 1
+            else:
+                geo.backend.write(slba << geo.shift, views)
+                c.bytes_written += length
+                c.host_write_commands += 1
+        except (OSError, ValueError):
+            return False
         return True
 
     def flush(self, sqe) -> bool:

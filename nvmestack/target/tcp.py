@@ -49,7 +49,6 @@ from __future__ import annotations
 import errno
 import heapq
 import logging
-import os
 import resource
 import selectors
 import socket
@@ -83,6 +82,7 @@ from ..tcp import (
 from .errors import NvmeError
 from .fabrics import FabricsTarget, Port, admit, fail_request
 from .backend import FileSlice
+from .fastpath import ENABLED as FAST_PATH_ENABLED
 from .fastpath import FLUSH, READ, WRITE, FastIo
 from .request import DataDirection, Request
 from .subsystem import Subsystem
@@ -114,7 +114,7 @@ _IDLE_TICK = 1.0  # the event loop wakes at least this often
 _LISTEN_BACKLOG = 1024  # connections the kernel holds for accept (capped by net.core.somaxconn)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 """Seconds a new connection has to send its ICReq and Connect."""
-FAST_PATH = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
+FAST_PATH = FAST_PATH_ENABLED
 """Whether targets use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``:
 every command on the general path, to compare the two)."""
 

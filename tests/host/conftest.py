@@ -27,6 +27,7 @@ from nvmestack.host import HostRequest, NvmeController, PciTransport
 from nvmestack.memory import PhysicalMemory
 from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.faults import FaultInjector
+from nvmestack.target.pci import function as pci_function_module
 from nvmestack.target.pci.function import PciFunction
 
 PCI_MODES = ["inline", "thread"]
@@ -48,6 +49,16 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.001):
 def pattern(n: int, seed: int = 0) -> bytes:
     """``n`` pseudo-random bytes (reproducible)."""
     return random.Random(seed).randbytes(n)
+
+
+
+@pytest.fixture(autouse=True, params=["fast", "general"])
+def io_path(request, monkeypatch):
+    """Every test here runs with the I/O fast path of the PCIe function's
+    queues (target/fastpath.py) and with every command on the general path;
+    the expectations are the same."""
+    monkeypatch.setattr(pci_function_module, "FAST_PATH", request.param == "fast")
+    return request.param
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from ...spec.registers import (
     doorbell_decode,
 )
 from ..errors import NvmeError
+from ..fastpath import ENABLED as FAST_PATH_ENABLED
 from ..features import MAX_IO_QUEUES
 from .config import MSIX_TABLE_OFFSET, ConfigSpace
 from .dma import map_request
@@ -74,6 +75,9 @@ def _pow2_at_least(value: int) -> int:
         size <<= 1
     return size
 
+
+FAST_PATH = FAST_PATH_ENABLED
+"""Whether functions use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``)."""
 
 class PciFunction:
     """One NVMe controller of ``subsystem`` behind a PCIe function, over host
@@ -110,6 +114,7 @@ class PciFunction:
         sink: Callable[[int], None] | None = None,
         interrupt_clock: Callable[[], float] | None = None,
         controller_options: dict[str, Any] | None = None,
+        fast_path: bool | None = None,
         **config_options: Any,
     ):
         if mode not in ("thread", "inline"):
@@ -120,6 +125,9 @@ class PciFunction:
         self.memory = memory
         self.mode = mode
         self.sgl = sgl
+        # Read/Write/Flush with PRPs on I/O queues take the fast path when they
+        # can (fastpath.py); False runs every command on the general path.
+        self.fast_path = FAST_PATH if fast_path is None else fast_path
         self.msix_vectors = msix_vectors
         self.clock = clock
         self.dstrd = dstrd

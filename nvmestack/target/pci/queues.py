@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,14 +52,24 @@ from ...spec.cqe import CQE_SIZE
 from ...spec.features import FeatureId
 from ...spec.log import LogPageId
 from ...spec.registers import Ams
-from ...spec.sqe import SQE_SIZE
+from ...spec.sqe import SQE_SIZE, Command
 from ...spec.status import CommandSpecificStatus, GenericStatus
 from ..controller import AsyncEventType
 from ..errors import NvmeError
+from ..fastpath import FLUSH, FastIo
+from .dma import map_prps
 
 if TYPE_CHECKING:
     from ..request import Request
     from .function import PciFunction
+
+# The fast path's fields: PRP1/PRP2 and CID of the entry; a successful
+# completion (DW0, DW1, SQHD and the phase are filled when it is posted).
+_PRPS = struct.Struct("<QQ")
+_PRPS_OFF = Command.prp1.offset
+assert Command.prp2.offset == _PRPS_OFF + 8 and Command.cid.offset == 2
+_CID = struct.Struct("<H")
+_CQE_SUCCESS = struct.Struct("<IIHHHH")  # DW0, DW1, SQHD, SQID, CID, status and phase
 
 __all__ = [
     "NO_BURST_LIMIT",
@@ -111,7 +122,7 @@ class _Ring:
 
 
 class SubmissionQueue(_Ring):
-    __slots__ = ("cqid", "head", "qprio", "tail")
+    __slots__ = ("cqid", "head", "qprio", "tail", "fast")
 
     def __init__(self, qid: int, size: int, pages: list[int], page_size: int, contiguous: bool,
                  cqid: int, qprio: int):
@@ -120,6 +131,7 @@ class SubmissionQueue(_Ring):
         self.qprio = qprio
         self.head = 0
         self.tail = 0
+        self.fast: FastIo | None = None  # an I/O queue's fast path (fastpath.py)
 
     @property
     def pending(self) -> int:
@@ -350,7 +362,9 @@ class QueueManager:
             cq = self.cqs.get(cqid)
             if cq is None:  # the core checked it; a reset raced the command
                 raise NvmeError(CommandSpecificStatus.COMPLETION_QUEUE_INVALID)
-            self.sqs[qid] = SubmissionQueue(qid, size, pages, self.page_size, bool(contiguous), cqid, qprio)
+            sq = self.sqs[qid] = SubmissionQueue(qid, size, pages, self.page_size, bool(contiguous), cqid, qprio)
+            if self.function.fast_path:
+                sq.fast = FastIo(self.ctrl, qid)
             cq.sqids.add(qid)
 
     def delete_sq(self, qid: int) -> None:
@@ -361,6 +375,8 @@ class QueueManager:
             if sq is None:
                 return
             sq.alive = False
+            if sq.fast is not None:
+                sq.fast.close()
             cq = self.cqs.get(sq.cqid)
             if cq is not None:
                 cq.sqids.discard(qid)
@@ -384,6 +400,8 @@ class QueueManager:
             q.alive = False
             if isinstance(q, CompletionQueue):
                 q.held.clear()
+            elif q.fast is not None:
+                q.fast.close()
         self.sqs.clear()
         self.cqs.clear()
         self.arbiter.reset()
@@ -589,6 +607,9 @@ class QueueManager:
         return sq, self.cqs[sq.cqid], raw
 
     def _start(self, sq: SubmissionQueue, cq: CompletionQueue, raw: bytes) -> None:
+        fast = sq.fast
+        if fast is not None and not raw[1] and fast.ready() and self._fast(fast, sq, cq, raw):
+            return
         ctrl = self.ctrl
         req = ctrl.new_request(raw, sq.qid, self._completer(sq, cq))
         try:
@@ -605,6 +626,21 @@ class QueueManager:
             if not req.done:
                 ctrl._fail(req, NvmeError(GenericStatus.INTERNAL_ERROR, dnr=False, msg=str(exc)))
 
+    def _fast(self, fast: FastIo, sq: SubmissionQueue, cq: CompletionQueue, raw: bytes) -> bool:
+        """Offer a command with FUSE 00b and PRPs to the fast path; True when
+        it ran there and its completion is posted."""
+        opcode = raw[0]
+        if opcode == FLUSH:
+            if not fast.flush(raw):
+                return False
+        else:
+            prp1, prp2 = _PRPS.unpack_from(raw, _PRPS_OFF)
+            memory, page_size = self.memory, self.page_size
+            if not fast.transfer(raw, lambda length: map_prps(memory, prp1, prp2, length, page_size)):
+                return False
+        self.post_entry(sq, cq, bytearray(_CQE_SUCCESS.pack(0, 0, 0, sq.qid, _CID.unpack_from(raw, 2)[0], 0)))
+        return True
+
     def _completer(self, sq: SubmissionQueue, cq: CompletionQueue) -> Callable[[Request], None]:
         def on_complete(req: Request) -> None:
             self.post(sq, cq, req)
@@ -617,7 +653,12 @@ class QueueManager:
     def post(self, sq: SubmissionQueue, cq: CompletionQueue, req: Request) -> None:
         """Post ``req``'s completion to ``cq`` (or keep it until there is
         room).  Thread safe; dropped when the queue is gone (reset)."""
-        entry = bytearray(req.cqe.raw)
+        self.post_entry(sq, cq, bytearray(req.cqe.raw))
+        if req.admin:
+            self.function._admin_completed(req)
+
+    def post_entry(self, sq: SubmissionQueue, cq: CompletionQueue, entry: bytearray) -> None:
+        """Post a 16-byte completion entry (SQ head and phase filled in here)."""
         with self._posting():
             with self.lock:
                 if not cq.alive:
@@ -625,8 +666,6 @@ class QueueManager:
                 cq.held.append((entry, sq))
                 irqs = self._flush(cq)
             self._signal(irqs)
-        if req.admin:
-            self.function._admin_completed(req)
 
     def _flush(self, cq: CompletionQueue) -> list[tuple[int, int, int]]:
         """Write waiting completions while there is room (queue lock held);
