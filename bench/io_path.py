@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nvmf_load  # noqa: E402
+from cli_figures import free_port, wait_listening  # noqa: E402
 
 NQN = "nqn.2026-11.io.nvmestack:default"
 NVMESTACK = [sys.executable, "-m", "nvmestack"]
@@ -55,23 +55,6 @@ TARGET_WORKLOADS = (
     ("4 KiB random read QD1", dict(rw="randread", bs=4096, qd=1)),
     ("128 KiB sequential read QD8", dict(rw="read", bs=131072, qd=8)),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def cpu_seconds(pid: int) -> float:

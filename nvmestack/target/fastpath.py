@@ -129,8 +129,8 @@ class FastIo:
         opcode, flags, cid, nsid = _HEAD.unpack_from(sqe, 0)
         if opcode != opcode_expected or flags & _FUSE_MASK:
             return None
-        ns = self.namespaces.get(nsid)
-        if ns is None or self.cntlid not in ns.attached:
+        ns = self._namespace(nsid, cid)
+        if ns is None:
             return None
         geo = ns.fast
         if geo is None or ns.uncorrectable:
@@ -144,9 +144,18 @@ class FastIo:
         length = nlb << geo.shift
         if length > self.max_transfer:
             return None
-        if self._outstanding and (self.qid, cid) in self._outstanding:
-            return None  # the general path reports the conflict
         return geo, slba, length
+
+    def _namespace(self, nsid: int, cid: int):
+        """The namespace NSID if it is active here and no general-path
+        command with this CID is outstanding on the queue (the general path
+        reports that conflict), else None."""
+        ns = self.namespaces.get(nsid)
+        if ns is None or self.cntlid not in ns.attached:
+            return None
+        if self._outstanding and (self.qid, cid) in self._outstanding:
+            return None
+        return ns
 
     def read(self, sqe, limit: int, *, zero_copy: bool = False):
         """Execute a Read whose data buffer holds ``limit`` bytes: the data
@@ -239,10 +248,8 @@ class FastIo:
         opcode, flags, cid, nsid = _HEAD.unpack_from(sqe, 0)
         if opcode != FLUSH or flags & _FUSE_MASK:
             return False
-        ns = self.namespaces.get(nsid)
-        if ns is None or self.cntlid not in ns.attached:
-            return False
-        if self._outstanding and (self.qid, cid) in self._outstanding:
+        ns = self._namespace(nsid, cid)
+        if ns is None:
             return False
         try:
             ns.flush()

@@ -455,19 +455,24 @@ class TcpConnection:
             # The fast path's write with this identifier waits for its data.
             fail_request(req, NvmeError(GenericStatus.COMMAND_ID_CONFLICT))
             return
-        err = admit(ctrl, req)
-        if err is None and ev.data_digest_error:
-            err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
-        if err is not None:
-            fail_request(req, err)
-            return
-        if not ctrl.prepare(req):
+        if not self._admitted(req, ev.data_digest_error):
             return
         err = self._map(req, ev)
         if err is not None:
             fail_request(req, err)
         elif req.cid not in self._writes:
             ctrl.execute(req)
+
+    def _admitted(self, req: Request, digest_error: bool) -> bool:
+        """The transport's checks (Fabrics admission, a damaged capsule) and
+        the core's prepare; False when the command already failed."""
+        err = admit(self.ctrl, req)
+        if err is None and digest_error:
+            err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
+        if err is not None:
+            fail_request(req, err)
+            return False
+        return self.ctrl.prepare(req)
 
     def _fast_command(self, ev: CommandReceived) -> bool:
         """Offer the command to the fast path (fastpath.py); True when it
@@ -620,13 +625,7 @@ class TcpConnection:
         the general path runs it with the data that came."""
         ctrl = self.ctrl
         req = ctrl.new_request(write.sqe, self.qid, self._on_complete)
-        err = admit(ctrl, req)
-        if err is None and write.bad:
-            err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
-        if err is not None:
-            fail_request(req, err)
-            return
-        if not ctrl.prepare(req):
+        if not self._admitted(req, write.bad):
             return
         if req.meta_len or req.data_dir != DataDirection.HOST_TO_CTRL or buffers_len(write.views) < req.data_len:
             fail_request(req, NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
