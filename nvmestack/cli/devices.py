@@ -332,6 +332,10 @@ class Device:
                 pass
 
 
+class DriveInUse(CliError):
+    """Another process holds the drive's lock (a command, or a server such as ``nvmestack vfio-user``)."""
+
+
 class DriveLock:
     """One process at a time uses a drive directory."""
 
@@ -342,7 +346,7 @@ class DriveLock:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.close()
-            raise CliError(f"{path}: drive is in use by another process") from None
+            raise DriveInUse(f"{path}: drive is in use by another process") from None
 
     def release(self) -> None:
         fcntl.flock(self.file, fcntl.LOCK_UN)

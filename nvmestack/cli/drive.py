@@ -144,6 +144,25 @@ def _detach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _namespace_add(args: argparse.Namespace) -> int:
+    from .drive_control import on_drive
+
+    request = {"op": "namespace-add", "size": args.size, "block_size": args.block_size,
+               "metadata_size": args.metadata_size, "pi": args.pi, "nsid": args.namespace_id}
+    reply, served = on_drive(args.path, request)
+    print(f"added namespace {reply['nsid']} ({reply['nblocks']} blocks of {reply['block_size']} bytes)"
+          + (" to the running drive; its host was notified" if served else ""))
+    return 0
+
+
+def _namespace_remove(args: argparse.Namespace) -> int:
+    from .drive_control import on_drive
+
+    reply, served = on_drive(args.path, {"op": "namespace-remove", "nsid": args.namespace_id})
+    print(f"removed namespace {reply['nsid']}" + (" from the running drive; its host was notified" if served else ""))
+    return 0
+
+
 def _drive_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="drive_command", metavar="ACTION", required=True)
     c = sub.add_parser("create", help="create a drive directory",
@@ -168,8 +187,25 @@ def _drive_parser(p: argparse.ArgumentParser) -> None:
     d = sub.add_parser("detach", help="forget a drive's /dev/nvmeN name (the directory stays)")
     d.add_argument("device", metavar="DEVICE|DIR")
     d.set_defaults(func=_detach)
+    n = sub.add_parser("namespace", help="add or remove a namespace (also while the drive is served to a VM)",
+                       description="Add or remove a namespace of a drive.  While 'nvmestack vfio-user' serves the "
+                                   "drive, the server makes the change and the guest's driver is told "
+                                   "(Namespace Attribute Changed); either way the drive is saved.")
+    nsub = n.add_subparsers(dest="namespace_command", metavar="ACTION", required=True)
+    na = nsub.add_parser("add", help="add a namespace attached to the drive's controller")
+    na.add_argument("path", metavar="DIR")
+    na.add_argument("-s", "--size", type=number, required=True, help="bytes (suffixes K, M, G, T)")
+    na.add_argument("-b", "--block-size", type=number, default=512, help="LBA data size, 512 or 4096 (default 512)")
+    na.add_argument("-m", "--metadata-size", type=number, default=0, help="metadata bytes per block (0, 8, 16)")
+    na.add_argument("-p", "--pi", type=int, default=0, choices=(0, 1, 2, 3), help="protection information type")
+    na.add_argument("-n", "--namespace-id", type=number, help="NSID (default: the lowest free one)")
+    na.set_defaults(func=_namespace_add)
+    nr = nsub.add_parser("remove", help="remove a namespace and its data")
+    nr.add_argument("path", metavar="DIR")
+    nr.add_argument("-n", "--namespace-id", type=number, required=True, help="NSID")
+    nr.set_defaults(func=_namespace_remove)
 
 
-command("drive", "emulated PCIe drives: create, attach, detach",
+command("drive", "emulated PCIe drives: create, attach, detach, namespace add|remove",
         description="Emulated PCIe drives: directories that run as a PCIe function under the host driver.")(
     _drive_parser)

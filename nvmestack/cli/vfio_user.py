@@ -6,7 +6,10 @@ behind a vfio-user server (:mod:`nvmestack.target.pci.vfio_user`); QEMU's
 driver drives it.  The drive is the same one every other command sees:
 its configuration, namespaces, firmware slots and SMART counters are
 loaded from the directory and saved back (namespace changes at once,
-everything at the end).  One process uses a drive at a time.
+everything at the end).  One process uses a drive at a time: while the
+server runs, ``nvmestack drive namespace add|remove`` reach it through the
+drive's control socket (:mod:`nvmestack.cli.drive_control`) and the guest
+is told of the change (Namespace Attribute Changed).
 
 SIGINT/SIGTERM stop the server: the function is reset, the namespaces'
 files flushed and closed and the state saved, so every write the guest saw
@@ -157,6 +160,10 @@ class DriveServer:
             self._closers.append(self.device.close)
             if trace is not None:
                 self.device.trace = trace
+            from .drive_control import ControlServer
+
+            self.control = ControlServer(self.subsystem, self.drive)
+            self._closers.append(self.control.close)
             try:
                 self.server = VfioUserServer(self.device, self.socket_path)
             except OSError as exc:

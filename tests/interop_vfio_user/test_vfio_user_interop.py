@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
+import sys
 import threading
 import time
 
@@ -219,6 +221,32 @@ def test_namespace_management_and_firmware_from_the_guest(vm, setup):
     setup["guest_admin"] = True
 
 
+def _guest_disk(vm, nsid: int, timeout: float = 120) -> str:
+    """The guest's block device of namespace ``nsid`` once the driver has it
+    (its name carries an instance number, not the NSID)."""
+    return vm.check(f"for i in $(seq 600); do for d in /sys/block/nvme0n*; do [ \"$(cat $d/nsid 2>/dev/null)\" = {nsid} ] "
+                    "&& basename $d && exit 0; done; sleep 0.1; done; exit 1", timeout).strip()
+
+
+def test_namespace_added_by_our_command_line_appears_in_the_guest(vm, setup):
+    """``nvmestack drive namespace add`` on the drive the guest is using: the
+    server adds it, the controller's Namespace Attribute Changed notice makes
+    the driver rescan (no ns-rescan here), the disk appears with its size
+    and takes I/O; the drive's configuration names it (checked after the
+    restart)."""
+    res = subprocess.run([sys.executable, "-m", "nvmestack", "drive", "namespace", "add", setup["drive"],
+                          "--size", "32M"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "its host was notified" in res.stdout
+    nsid = int(re.search(r"added namespace (\d+)", res.stdout).group(1))
+    disk = _guest_disk(vm, nsid)
+    assert int(vm.check(f"cat /sys/block/{disk}/size")) * 512 == 32 << 20
+    listing = json.loads(vm.check("nvme list -o json"))
+    assert f"/dev/{disk}" in [d["DevicePath"] for d in listing["Devices"]]
+    vm.check(f"echo added-by-the-cli | dd of=/dev/{disk} bs=512 conv=sync oflag=direct 2>/dev/null", 60)
+    setup["cli_ns"] = nsid
+
+
 def _ours(capsysbinary, *args):
     capsysbinary.readouterr()
     try:
@@ -262,7 +290,7 @@ def test_after_the_server_restarts(setup, capsysbinary, monkeypatch, tmp_path):
         assert sample.read_bytes() == f.read(65536)
     if setup.get("guest_admin"):
         assert [line.split(":")[-1] for line in _ours(capsysbinary, "list-ns", drive).decode().splitlines()] == \
-            ["0x1", "0x2"]
+            ["0x1", "0x2"] + ([f"0x{setup['cli_ns']:x}"] if "cli_ns" in setup else [])
         ns2 = json.loads(_ours(capsysbinary, "id-ns", drive, "-n", "2", "-o", "json"))
         assert ns2["nsze"] == 16384
         two = tmp_path / "two"
@@ -270,6 +298,12 @@ def test_after_the_server_restarts(setup, capsysbinary, monkeypatch, tmp_path):
         assert two.read_bytes().startswith(b"namespace-two\n")
         fw = json.loads(_ours(capsysbinary, "fw-log", drive, "-o", "json"))
         assert "2.0vfio" in json.dumps(fw)
+    if "cli_ns" in setup:
+        nsid = setup["cli_ns"]
+        assert json.loads(_ours(capsysbinary, "id-ns", drive, "-n", nsid, "-o", "json"))["nsze"] == 65536
+        added = tmp_path / "added"
+        _ours(capsysbinary, "read", drive, "-n", nsid, "-s", "0", "-c", "0", "-z", "512", "-d", str(added))
+        assert added.read_bytes().startswith(b"added-by-the-cli\n")
     res = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     for name, digest in setup["sums"].items():
