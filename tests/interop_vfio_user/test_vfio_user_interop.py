@@ -32,6 +32,7 @@ from nvmestack.cli.drive import create_drive
 from nvmestack.cli.main import main
 from nvmestack.cli.vfio_user import DriveServer
 from nvmestack.spec.opcodes import NvmOpcode
+from nvmestack.spec.vfio_user import IrqIndex
 from nvmestack.target.pci.config import PCI_DEVICE_ID, PCI_VENDOR_ID
 from nvmestack.testing.vm import VM, KernelUnavailable, QemuUnavailable, ToolsMissing, ensure_image
 from nvmestack.testing.vm.qemu import QemuFetchError, ensure_qemu
@@ -245,6 +246,44 @@ def test_namespace_added_by_our_command_line_appears_in_the_guest(vm, setup):
     assert f"/dev/{disk}" in [d["DevicePath"] for d in listing["Devices"]]
     vm.check(f"echo added-by-the-cli | dd of=/dev/{disk} bs=512 conv=sync oflag=direct 2>/dev/null", 60)
     setup["cli_ns"] = nsid
+
+
+def _rebind(vm, *, msi: bool) -> None:
+    """Unbind the driver, allow or forbid MSI/MSI-X for the function's next
+    driver (``msi_bus``: the kernel's per-device switch), bind it again and
+    wait for the namespace."""
+    vm.check("d=$(basename $(readlink -f /sys/class/nvme/nvme0/device)) && "
+             "echo $d > /sys/bus/pci/drivers/nvme/unbind && "
+             f"echo {int(msi)} > /sys/bus/pci/devices/$d/msi_bus && "
+             "echo $d > /sys/bus/pci/drivers/nvme/bind && "
+             "for i in $(seq 300); do [ -b /dev/nvme0n1 ] && break; sleep 0.1; done; [ -b /dev/nvme0n1 ]", 180)
+
+
+def test_legacy_intx(vm, setup):
+    """The driver bound again with MSI and MSI-X forbidden for the function
+    runs on the INTx line (QEMU's eventfd, masked after each signal until
+    its unmask): the queues' interrupt is the IO-APIC pin, and fio
+    write+verify passes; then MSI-X again."""
+    _rebind(vm, msi=False)
+    try:
+        irqs = vm.check("grep nvme0q /proc/interrupts")
+        assert "PCI-MSI" not in irqs and "IO-APIC" in irqs, irqs
+        before = int(vm.check("awk '/nvme0q/ {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i} END {print n}' "
+                              "/proc/interrupts"))
+        served = setup["served"].server.device
+        signals = served.stats["interrupts"]
+        out = vm.check("fio --name=v --filename=/dev/nvme0n1 --ioengine=libaio --direct=1 --iodepth=16 "
+                       "--rw=randwrite --bs=4k --offset=112M --size=4M --verify=crc32c --do_verify=1 --verify_fatal=1 "
+                       "--output-format=json", 300)
+        (j,) = json.loads(out[out.index("{"):])["jobs"]
+        assert j["error"] == 0 and j["read"]["io_bytes"] == j["write"]["io_bytes"] == 4 << 20
+        after = int(vm.check("awk '/nvme0q/ {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i} END {print n}' "
+                             "/proc/interrupts"))
+        assert after > before and served.stats["interrupts"] > signals
+        assert served.eventfds(IrqIndex.INTX) and not served.eventfds(IrqIndex.MSIX)
+    finally:
+        _rebind(vm, msi=True)
+    assert "PCI-MSI" in vm.check("grep nvme0q /proc/interrupts")
 
 
 def _ours(capsysbinary, *args):
