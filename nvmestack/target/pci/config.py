@@ -87,6 +87,10 @@ PM_OFFSET = 0x40
 MSI_OFFSET = 0x50
 MSIX_OFFSET = 0x70
 PCIE_OFFSET = 0x80
+_COMMAND = int(Cfg.COMMAND)  # the command register's low byte
+_PMCSR = PM_OFFSET + 4  # PMCSR's low byte
+_MEMORY_SPACE = int(PciCommand.MEMORY_SPACE)
+_BUS_MASTER = int(PciCommand.BUS_MASTER)
 
 MSIX_TABLE_OFFSET = 0x2000
 """Default MSI-X table offset in BAR0: after the registers (000h) and the
@@ -463,17 +467,24 @@ class ConfigSpace:
     def power_state(self) -> PowerState:
         return PowerState(self.read(PM_OFFSET + 4, 2) & 0x3)
 
+    # Checked for every doorbell, fetch and interrupt: one byte each (a
+    # single-byte read needs no lock), no enum arithmetic.  Memory Space
+    # Enable and Bus Master Enable are in the command register's low byte;
+    # PMCSR's PowerState (bits 1:0) is 00b in D0.
+
     @property
     def memory_space_enabled(self) -> bool:
         """The function decodes BAR0: Memory Space Enable set and the
         function in D0 (in D3hot it answers configuration requests only)."""
-        return bool(self.command & PciCommand.MEMORY_SPACE) and self.power_state == PowerState.D0
+        cfg = self._cfg
+        return bool(cfg[_COMMAND] & _MEMORY_SPACE) and not cfg[_PMCSR] & 3
 
     @property
     def bus_master_enabled(self) -> bool:
         """The function may issue memory requests (DMA, MSI/MSI-X messages):
         Bus Master Enable set and the function in D0."""
-        return bool(self.command & PciCommand.BUS_MASTER) and self.power_state == PowerState.D0
+        cfg = self._cfg
+        return bool(cfg[_COMMAND] & _BUS_MASTER) and not cfg[_PMCSR] & 3
 
     @property
     def intx_disabled(self) -> bool:

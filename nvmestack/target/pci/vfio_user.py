@@ -107,6 +107,14 @@ DMA_TIMEOUT = 4.0
 """Seconds we wait for the client's answer to DMA_READ/DMA_WRITE (QEMU's own
 message timeout is 5 s; a stall past it ends the connection)."""
 _EVENTFD_ONE = (1).to_bytes(8, "little")
+# Plain ints and names for the per-message path (enum arithmetic costs
+# microseconds per message; a doorbell write is one message).
+_COMMAND_NAMES = {int(c): c.name for c in Command}
+_TYPE_MASK = int(MsgFlags.TYPE_MASK)
+_TYPE_REPLY = int(MsgFlags.REPLY)
+_NO_REPLY = int(MsgFlags.NO_REPLY)
+_BAR0 = int(RegionIndex.BAR0)
+_CONFIG = int(RegionIndex.CONFIG)
 _UNMAP_ALL = 0x2  # VFIO_DMA_UNMAP_FLAG_ALL
 
 
@@ -387,15 +395,15 @@ class VfioUserDevice:
             return error_reply(msg_id, command, errno.EINVAL)
         msg_id, command, size, flags, err = HEADER.unpack_from(message)
         payload = memoryview(message)[HEADER_SIZE:]
-        if flags & MsgFlags.TYPE_MASK == MsgFlags.REPLY:
+        if flags & _TYPE_MASK == _TYPE_REPLY:
             _close_fds(fds)
             self._client_reply(msg_id, command, flags, err, bytes(payload))
             return None
-        posted = bool(flags & MsgFlags.NO_REPLY)
-        self.stats[Command(command).name if command in Command._value2member_map_ else "unknown"] += 1
+        posted = flags & _NO_REPLY
+        self.stats[_COMMAND_NAMES.get(command, "unknown")] += 1
         try:
-            if flags & MsgFlags.TYPE_MASK != 0:
-                raise VfioUserError(errno.EINVAL, f"message type {flags & MsgFlags.TYPE_MASK}")
+            if flags & _TYPE_MASK != 0:
+                raise VfioUserError(errno.EINVAL, f"message type {flags & _TYPE_MASK}")
             if size != len(message):
                 raise VfioUserError(errno.EINVAL, f"header says {size} bytes, message has {len(message)}")
             handler = self._handlers.get(command)
@@ -404,7 +412,7 @@ class VfioUserDevice:
             out = handler(payload, fds)
             fds = []  # the handler took what it keeps and closed the rest
             if self.trace is not None:
-                self.trace(f"{Command(command).name} id={msg_id} {bytes(payload[:32]).hex()}")
+                self.trace(f"{_COMMAND_NAMES[command]} id={msg_id} {bytes(payload[:32]).hex()}")
             return None if posted else _reply(msg_id, command, out or b"")
         except VfioUserError as exc:
             self.stats["errors"] += 1
@@ -653,11 +661,15 @@ class VfioUserDevice:
         if len(data) != count:
             raise VfioUserError(errno.EINVAL, f"REGION_WRITE of {count} bytes carries {len(data)}")
         fn = self.function
+        if region == _BAR0 and (count == 4 or count == 8) and not offset % count:
+            # A register or doorbell write (nearly every message while I/O runs).
+            fn.mmio_write(offset, count, int.from_bytes(data, "little"))
+            return REGION_ACCESS.pack(offset, region, count)
         pos = 0
-        for off, size in _split(offset, count, 4 if region == RegionIndex.CONFIG else 8):
+        for off, size in _split(offset, count, 4 if region == _CONFIG else 8):
             value = int.from_bytes(data[pos : pos + size], "little")
             pos += size
-            if region == RegionIndex.CONFIG:
+            if region == _CONFIG:
                 fn.config_write(off, size, value)
             else:
                 fn.mmio_write(off, size, value)
