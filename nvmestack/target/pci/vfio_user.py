@@ -114,6 +114,8 @@ _TYPE_MASK = int(MsgFlags.TYPE_MASK)
 _TYPE_REPLY = int(MsgFlags.REPLY)
 _NO_REPLY = int(MsgFlags.NO_REPLY)
 _BAR0 = int(RegionIndex.BAR0)
+_RECV_SIZE = 256 << 10
+_ANCILLARY_SIZE = socket.CMSG_SPACE(MAX_MSG_FDS * 4)
 _CONFIG = int(RegionIndex.CONFIG)
 _UNMAP_ALL = 0x2  # VFIO_DMA_UNMAP_FLAG_ALL
 
@@ -761,6 +763,11 @@ class VfioUserServer:
         self._send_lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
         self._backlog: list[tuple[bytes, list[int]]] = []
+        # Received, not yet taken: bytes from _rpos on, and descriptors as
+        # (index of the last byte that came with them, descriptors).
+        self._rbuf = bytearray()
+        self._rpos = 0
+        self._rfds: list[tuple[int, list[int]]] = []
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -806,22 +813,32 @@ class VfioUserServer:
 
     def _serve_client(self, conn: socket.socket, sel: selectors.BaseSelector) -> None:
         self._conn = conn
+        self._rbuf, self._rpos, self._rfds = bytearray(), 0, []
         sel.register(conn, selectors.EVENT_READ, "client")
         try:
             while True:
-                while self._backlog:
-                    self._dispatch(*self._backlog.pop(0))
+                # Everything already received first (a burst of doorbell
+                # writes comes in one recvmsg), in order: messages a DMA
+                # request of ours read past its answer wait in the backlog.
+                while True:
+                    if self._backlog:
+                        self._dispatch(*self._backlog.pop(0))
+                        continue
+                    taken = self._take()
+                    if taken is None:
+                        break
+                    self._dispatch(*taken)
                 events = [key.data for key, _ in sel.select()]
                 if "stop" in events:
                     raise _StopServing
                 if "client" in events:
-                    try:
-                        message, fds = self._receive(conn)
-                    except _ClientGone:
-                        return
-                    self._dispatch(message, fds)
+                    self._fill(conn)
+        except _ClientGone:
+            return  # gone, or framing lost, or a reply it did not stay for
         finally:
             sel.unregister(conn)
+            _close_fds([fd for _, fds in self._rfds for fd in fds])
+            self._rbuf, self._rpos, self._rfds = bytearray(), 0, []
 
     def _dispatch(self, message: bytes, fds: list[int]) -> None:
         reply = self.device.handle(message, fds)
@@ -838,39 +855,62 @@ class VfioUserServer:
         except OSError:
             raise _ClientGone from None
 
-    @staticmethod
-    def _recv_exact(conn: socket.socket, n: int, fds: list[int]) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                data, anc, _flags, _addr = conn.recvmsg(n - len(buf), socket.CMSG_SPACE(MAX_MSG_FDS * 4))
-            except (ConnectionResetError, OSError):
-                raise _ClientGone from None
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    a = array.array("i")
-                    a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
-                    fds.extend(a)
-            if not data:
-                _close_fds(fds)
-                raise _ClientGone
-            buf += data
-        return bytes(buf)
-
-    def _receive(self, conn: socket.socket) -> tuple[bytes, list[int]]:
+    def _fill(self, conn: socket.socket) -> None:
+        """One recvmsg into the receive buffer.  Descriptors belong to the
+        message holding the last byte received with them: the kernel ends a
+        read after the segment that carried descriptors, and a client sends
+        a message's descriptors with that message."""
+        try:
+            data, anc, _flags, _addr = conn.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
+        except (ConnectionResetError, OSError):
+            raise _ClientGone from None
         fds: list[int] = []
-        header = self._recv_exact(conn, HEADER_SIZE, fds)
-        msg_id, command, size, flags, _err = HEADER.unpack(header)
-        if size < HEADER_SIZE or size > MAX_MESSAGE_SIZE:
-            # The stream cannot be framed any more: answer, then end the connection.
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
+                fds.extend(a)
+        if not data:
             _close_fds(fds)
+            raise _ClientGone
+        if self._rpos:
+            del self._rbuf[: self._rpos]
+            self._rfds = [(at - self._rpos, f) for at, f in self._rfds]
+            self._rpos = 0
+        self._rbuf += data
+        if fds:
+            self._rfds.append((len(self._rbuf) - 1, fds))
+
+    def _take(self) -> tuple[bytes, list[int]] | None:
+        """The next whole message in the receive buffer and its descriptors,
+        or None until more comes.  A size that cannot be framed gets the
+        error reply (when the message wants one) and ends the connection."""
+        buf, pos = self._rbuf, self._rpos
+        if len(buf) - pos < HEADER_SIZE:
+            return None
+        msg_id, command, size, flags, _err = HEADER.unpack_from(buf, pos)
+        if size < HEADER_SIZE or size > MAX_MESSAGE_SIZE:
             log.warning("vfio-user message of %d bytes: closing the connection", size)
-            if flags & MsgFlags.TYPE_MASK == 0 and not flags & MsgFlags.NO_REPLY:
+            if flags & _TYPE_MASK == 0 and not flags & _NO_REPLY:
                 with contextlib.suppress(_ClientGone):
                     self._send(error_reply(msg_id, command, errno.EINVAL))
             raise _ClientGone
-        payload = self._recv_exact(conn, size - HEADER_SIZE, fds) if size > HEADER_SIZE else b""
-        return header + payload, fds
+        end = pos + size
+        if len(buf) < end:
+            return None
+        fds: list[int] = []
+        while self._rfds and self._rfds[0][0] < end:
+            fds.extend(self._rfds.pop(0)[1])
+        self._rpos = end
+        return bytes(buf[pos:end]), fds
+
+    def _receive(self, conn: socket.socket) -> tuple[bytes, list[int]]:
+        """The next whole message (reading as much as that takes)."""
+        while True:
+            taken = self._take()
+            if taken is not None:
+                return taken
+            self._fill(conn)
 
     def _transfer(self, command: int, addr: int, count: int, data: bytes) -> bytes:
         """DMA_READ/DMA_WRITE through the client (DmaWindows.transfer)."""

@@ -564,3 +564,42 @@ def test_socket_dma_read_and_write_to_the_client(served):
     t.join(10)
     assert result["read"] == b"RRRR" and guest[0x20:0x24] == b"wxyz"
     c.close()
+
+
+def test_socket_a_client_gone_before_its_reply_leaves_the_server_serving(served):
+    """Regression: a reply that cannot be sent (the client closed after
+    asking) ended serve_forever with _ClientGone; it ends that client only."""
+    import selectors
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.sendall(msg(Command.DEVICE_GET_INFO, DEVICE_INFO.pack(16, 0, 0, 0), msg_id=7))
+    b.close()
+    sel = selectors.DefaultSelector()
+    try:
+        served._serve_client(a, sel)  # reads the request, its reply meets EPIPE: returns
+    finally:
+        sel.close()
+        a.close()
+    c = Client(served.path)  # and the running loop still serves the next client
+    c.send(msg(Command.DEVICE_GET_INFO, DEVICE_INFO.pack(16, 0, 0, 0)))
+    ok_reply(c.recv(), Command.DEVICE_GET_INFO)
+    c.close()
+
+
+def test_socket_a_burst_of_messages_in_one_read_keeps_order_and_descriptors(served, shared):
+    """Messages that arrive together are handled in order, and descriptors
+    go with the message they were sent with, not a neighbour."""
+    c = Client(served.path)
+    posted = msg(Command.REGION_WRITE, REGION_ACCESS.pack(0x2000, RegionIndex.BAR0, 4) + b"\0" * 4,
+                 flags=MsgFlags.NO_REPLY, msg_id=1)
+    c.send(posted * 20 + msg(Command.REGION_READ, REGION_ACCESS.pack(0, RegionIndex.CONFIG, 4), msg_id=2))
+    reply = c.recv()
+    assert parse(reply)[0] == 2 and ok_reply(reply, Command.REGION_READ)[16:] == struct.pack("<HH", PCI_VENDOR_ID, PCI_DEVICE_ID)
+    c.send(posted * 3)
+    c.send(msg(Command.DMA_MAP, DMA_MAP.pack(32, 3, 0, BASE, MEM_SIZE), msg_id=3), [shared.fd()])
+    c.send(msg(Command.DEVICE_GET_INFO, DEVICE_INFO.pack(16, 0, 0, 0), msg_id=4))
+    assert parse(c.recv())[0] == 3
+    assert parse(c.recv())[0] == 4
+    assert served.device.memory.windows == [(BASE, MEM_SIZE, True)]  # mapped with the descriptor
+    assert served.device.stats["REGION_WRITE"] == 23
+    c.close()
