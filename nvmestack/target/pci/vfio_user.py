@@ -767,6 +767,7 @@ class VfioUserServer:
         # (index of the last byte that came with them, descriptors).
         self._rbuf = bytearray()
         self._rpos = 0
+        self._rchunk = memoryview(bytearray(_RECV_SIZE))
         self._rfds: list[tuple[int, list[int]]] = []
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
@@ -861,7 +862,9 @@ class VfioUserServer:
         read after the segment that carried descriptors, and a client sends
         a message's descriptors with that message."""
         try:
-            data, anc, _flags, _addr = conn.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
+            # Into one buffer kept for the connection: recvmsg(n) would make a
+            # new n-byte object per call (an mmap at this size).
+            n, anc, _flags, _addr = conn.recvmsg_into([self._rchunk], _ANCILLARY_SIZE)
         except (ConnectionResetError, OSError):
             raise _ClientGone from None
         fds: list[int] = []
@@ -870,14 +873,14 @@ class VfioUserServer:
                 a = array.array("i")
                 a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
                 fds.extend(a)
-        if not data:
+        if not n:
             _close_fds(fds)
             raise _ClientGone
         if self._rpos:
             del self._rbuf[: self._rpos]
             self._rfds = [(at - self._rpos, f) for at, f in self._rfds]
             self._rpos = 0
-        self._rbuf += data
+        self._rbuf += self._rchunk[:n]
         if fds:
             self._rfds.append((len(self._rbuf) - 1, fds))
 
