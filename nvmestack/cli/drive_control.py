@@ -327,6 +327,8 @@ def on_drive(drive: str, request: dict) -> tuple[dict, bool]:
                 reply = apply(subsys, request)
             except ControlError as exc:
                 reply = {"error": str(exc)}
+            except (OSError, ValueError) as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
             finally:
                 subsys.close()
         finally:
