@@ -202,9 +202,9 @@ def test_fatal_status_is_reset_by_the_driver(vm, setup):
 
 
 def test_namespace_management_and_firmware_from_the_guest(vm, setup):
-    """Namespaces created, attached, detached and deleted and a firmware
-    image downloaded and committed from the guest; our command line sees
-    them after the server stops (test_after_the_server_restarts)."""
+    """Namespaces created, attached, formatted, detached and deleted and a
+    firmware image downloaded and committed from the guest; our command line
+    sees them after the server stops (test_after_the_server_restarts)."""
     cntlid = json.loads(vm.check("nvme id-ctrl /dev/nvme0 -o json"))["cntlid"]
     for _ in (2, 3):
         out = vm.check("nvme create-ns /dev/nvme0 --nsze=16384 --ncap=16384 --flbas=0", 60)
@@ -213,7 +213,12 @@ def test_namespace_management_and_firmware_from_the_guest(vm, setup):
         vm.check(f"nvme attach-ns /dev/nvme0 -n {nsid} -c {cntlid}", 60)
     vm.check("nvme ns-rescan /dev/nvme0; for i in $(seq 100); do [ -b /dev/nvme0n3 ] && break; sleep 0.1; done; "
              "[ -b /dev/nvme0n2 ] && [ -b /dev/nvme0n3 ]", 60)
-    vm.check("echo namespace-two | dd of=/dev/nvme0n2 bs=512 conv=sync oflag=direct 2>/dev/null", 60)
+    # Format NVM from the guest: namespace 2 to 4096-byte blocks (LBA format 3).
+    out = vm.check("nvme format /dev/nvme0n2 --lbaf=3 --force", 120)
+    assert "Success" in out, out
+    vm.check("for i in $(seq 100); do [ \"$(cat /sys/block/nvme0n2/queue/logical_block_size)\" = 4096 ] && exit 0; "
+             "sleep 0.1; done; exit 1", 60)
+    vm.check("echo namespace-two | dd of=/dev/nvme0n2 bs=4096 conv=sync oflag=direct 2>/dev/null", 60)
     vm.check(f"nvme detach-ns /dev/nvme0 -n 3 -c {cntlid} && nvme delete-ns /dev/nvme0 -n 3", 60)
     vm.check("nvme ns-rescan /dev/nvme0; for i in $(seq 100); do [ -b /dev/nvme0n3 ] || break; sleep 0.1; done; "
              "! [ -b /dev/nvme0n3 ]", 60)
@@ -331,9 +336,9 @@ def test_after_the_server_restarts(setup, capsysbinary, monkeypatch, tmp_path):
         assert [line.split(":")[-1] for line in _ours(capsysbinary, "list-ns", drive).decode().splitlines()] == \
             ["0x1", "0x2"] + ([f"0x{setup['cli_ns']:x}"] if "cli_ns" in setup else [])
         ns2 = json.loads(_ours(capsysbinary, "id-ns", drive, "-n", "2", "-o", "json"))
-        assert ns2["nsze"] == 16384
+        assert ns2["nsze"] == 16384 * 512 // 4096 and ns2["flbas"] & 0xF == 3  # the guest's format
         two = tmp_path / "two"
-        _ours(capsysbinary, "read", drive, "-n", "2", "-s", "0", "-c", "0", "-z", "512", "-d", str(two))
+        _ours(capsysbinary, "read", drive, "-n", "2", "-s", "0", "-c", "0", "-z", "4096", "-d", str(two))
         assert two.read_bytes().startswith(b"namespace-two\n")
         fw = json.loads(_ours(capsysbinary, "fw-log", drive, "-o", "json"))
         assert "2.0vfio" in json.dumps(fw)

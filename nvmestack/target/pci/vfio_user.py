@@ -18,9 +18,11 @@ Three pieces:
     (``view``, ``read``, ``write``); an access outside every window is a
     :class:`~nvmestack.memory.DmaError` (the command ends with Data Transfer
     Error).  A removed window is gone from the lookup before the unmap is
-    answered, so no access *starts* in it afterwards; an access that took
-    its view before keeps the mapping alive until it ends (the mmap is
-    closed when its last view goes), which never touches another window.
+    answered, so no access *starts* in it afterwards, and the unmap waits
+    for the command the device is running (the queues' gate) to end, so
+    none that took its views before is still moving data; only a command a
+    fault injection delays on purpose may outlive it (its views keep the
+    mmap alive, never another window).
 
 :class:`VfioUserDevice` (sans-I/O)
     ``handle(message, fds)`` takes one whole message and the descriptors
@@ -101,6 +103,8 @@ log = logging.getLogger(__name__)
 
 MAX_DATA_XFER = 1 << 20
 """Largest REGION_READ/REGION_WRITE/DMA_READ/DMA_WRITE data we accept or send."""
+QUIESCE_TIMEOUT = 1.0
+"""Seconds a DMA_UNMAP waits for the command the device is running to end."""
 MAX_MSG_FDS = 16
 PAGE_SIZE = 4096
 DMA_TIMEOUT = 4.0
@@ -465,13 +469,30 @@ class VfioUserDevice:
     def _dma_unmap(self, payload, fds) -> bytes:
         _close_fds(fds)
         _argsz, flags, addr, size = self._args(payload, DMA_UNMAP, "DMA_UNMAP")
-        if flags & _UNMAP_ALL:
-            self.memory.clear()
-        elif flags:
+        if flags & ~_UNMAP_ALL:
             raise VfioUserError(errno.ENOTSUP, f"DMA_UNMAP flags {flags:#x}")
-        else:
-            self.memory.unmap(addr, size)
+        with self._quiesced():
+            if flags & _UNMAP_ALL:
+                self.memory.clear()
+            else:
+                self.memory.unmap(addr, size)
         return bytes(payload[: DMA_UNMAP.size])
+
+    @contextlib.contextmanager
+    def _quiesced(self):
+        """Between two commands of the device (libvfio-user's quiesce): the
+        queues' gate is held while a command is fetched and run, so a command
+        that took views of a window ends before its unmap is answered.  A
+        command the device itself waits on us for (a DMA_READ of a window
+        without a descriptor, answered by this thread) would wait forever:
+        after QUIESCE_TIMEOUT we unmap anyway (such windows are copies)."""
+        gate = getattr(getattr(self.function, "queues", None), "gate", None)
+        held = gate is not None and gate.acquire(timeout=QUIESCE_TIMEOUT)
+        try:
+            yield
+        finally:
+            if held:
+                gate.release()
 
     def _get_info(self, payload, fds) -> bytes:
         _close_fds(fds)

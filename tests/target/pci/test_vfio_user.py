@@ -276,6 +276,37 @@ def test_dma_unmap(dev, shared):
     assert dev.memory.windows == []
 
 
+def test_dma_unmap_waits_for_the_command_the_device_is_running(dev, shared):
+    """The unmap is answered between two commands: while one runs (it holds
+    the queues' gate, as _start does), the unmap waits for it."""
+    dma_map(dev, shared, size=1 << 20)
+    body = DMA_UNMAP.pack(24, 0, BASE, 1 << 20)
+    gate = dev.function.queues.gate
+    running = threading.Event()
+    finish = threading.Event()
+
+    def command():
+        with gate:
+            running.set()
+            finish.wait(10)
+            dev.memory.write(BASE, b"late")  # still its window while it runs
+
+    worker = threading.Thread(target=command)
+    worker.start()
+    assert running.wait(10)
+    replies = []
+    unmapper = threading.Thread(target=lambda: replies.append(dev.handle(msg(Command.DMA_UNMAP, body))))
+    unmapper.start()
+    unmapper.join(0.3)
+    assert unmapper.is_alive() and not replies  # not answered while the command runs
+    finish.set()
+    worker.join(10)
+    unmapper.join(10)
+    assert ok_reply(replies[0], Command.DMA_UNMAP) == body
+    with pytest.raises(DmaError):
+        dev.memory.read(BASE, 8)
+
+
 def test_windows_without_a_descriptor_go_through_dma_read_and_write():
     guest = bytearray(8192)
     calls = []
