@@ -279,6 +279,7 @@ def main() -> None:
             # fill the region the reads address (so they read data, not holes)
             nvmf_load.run("127.0.0.1", serve.port, NQN, rw="write", bs=131072, qd=8, seconds=1e9,
                           span=SPAN, latencies=False, limit=SPAN // 131072)
+            os.sync()  # no writeback of the fill competing with the first measurement
             data_file = next(os.path.join(dp, f) for dp, _, fs in os.walk(serve.data_dir) for f in fs
                              if f.endswith(".data"))
             for _ in range(rep):
@@ -323,6 +324,7 @@ def main() -> None:
             try:
                 nvmf_load.run("127.0.0.1", base.port, NQN, rw="write", bs=131072, qd=8, seconds=1e9,
                               span=SPAN, latencies=False, limit=SPAN // 131072)
+                os.sync()
                 for _ in range(rep):
                     for label, workload in TARGET_WORKLOADS:
                         results.setdefault(("baseline", label), []).append(load(base, secs, **workload))
