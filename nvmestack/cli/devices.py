@@ -444,8 +444,11 @@ def _open_drive(entry: dict, options: dict) -> tuple[Any, list]:
 def open_spec(spec: DeviceSpec, **options: Any) -> Device:
     """Bring the controller of ``spec`` up.  ``options`` go to
     :class:`~nvmestack.host.core.NvmeController` (``io_queues=0`` for a
-    command that only needs the admin queue, ``tracer``, timeouts)."""
+    command that only needs the admin queue, ``tracer``, timeouts), but
+    ``drive_mode``: how a drive's PCIe function runs ("thread", the
+    default, or "inline": in the thread that rings its doorbells)."""
     options = {**SESSION_OPTIONS, **options}
+    drive_mode = options.pop("drive_mode", None)
     if "io_queues" not in options and spec.entry.get("nr_io_queues"):
         options["io_queues"] = spec.entry["nr_io_queues"]
     options.setdefault("name", spec.name if spec.registered else None)
@@ -454,7 +457,8 @@ def open_spec(spec: DeviceSpec, **options: Any) -> Device:
     if spec.transport == "tcp":
         ctrl, closers = _open_tcp(spec.entry, options)
     elif spec.transport == "pcie":
-        ctrl, closers = _open_drive(spec.entry, options)
+        entry = dict(spec.entry, mode=drive_mode) if drive_mode else spec.entry
+        ctrl, closers = _open_drive(entry, options)
     else:
         raise CliError(f"{spec.name}: unknown transport {spec.transport!r}")
     return Device(spec, ctrl, closers)

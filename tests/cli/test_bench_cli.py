@@ -150,6 +150,17 @@ def test_write_then_verify_pass(cli, target):
     assert 0 < job["verify"]["blocks"] <= 512 and job["verify"]["errors"] == 0
 
 
+def test_polled_io_writes_and_verifies(cli, target):
+    """--hipri: a polled queue reaped by the job's thread (a drive's device
+    runs inline); the same workload and the same data as interrupts."""
+    r = cli("bench", *target.args, "--rw", "randwrite", "--bs", "4k", "--iodepth", "16", "--size", "256k",
+            "--verify", "crc32c", "--hipri", "-o", "json")
+    assert r.rc == 0, r.err
+    job = r.json()["jobs"][0]
+    assert job["write"]["total_ios"] == 64
+    assert job["verify"]["blocks"] == 512 and job["verify"]["errors"] == 0
+
+
 @pytest.mark.parametrize("rw", ["randrw", "rw"])
 def test_rw_mix_is_respected(cli, target, rw):
     r = cli("bench", *target.args, "--rw", rw, "--rwmixread", "75", "--bs", "4k", "--iodepth", "4",
