@@ -45,6 +45,13 @@ from nvmestack.tcp import (
 )
 
 
+@pytest.fixture(autouse=True)
+def io_path():
+    """The sans-I/O stream has no target and no I/O path to choose between
+    (conftest.io_path runs the rest of tests/tcp with both): once."""
+    return None
+
+
 def wire(bufs) -> bytes:
     return b"".join(bytes(b) for b in bufs)
 
