@@ -125,7 +125,8 @@ class FastIo:
     # -- per command ----------------------------------------------------------------
 
     def _geometry(self, sqe, opcode_expected: int):
-        """(namespace, geometry, SLBA, bytes) of a fast Read/Write, or None."""
+        """(geometry, SLBA, bytes) of a fast Read/Write, or None (a Write
+        also needs the volatile write cache on)."""
         opcode, flags, cid, nsid = _HEAD.unpack_from(sqe, 0)
         if opcode != opcode_expected or flags & _FUSE_MASK:
             return None
@@ -142,7 +143,7 @@ class FastIo:
         if slba + nlb > geo.nblocks:
             return None
         length = nlb << geo.shift
-        if length > self.max_transfer:
+        if length > self.max_transfer or (opcode == WRITE and not self._write_cache()):
             return None
         return geo, slba, length
 
@@ -185,16 +186,14 @@ class FastIo:
         """The byte count of a Write the fast path will take (to size its
         data transfer), or None."""
         found = self._geometry(sqe, WRITE)
-        if found is None or not self._write_cache():
-            return None
-        return found[2]
+        return None if found is None else found[2]
 
     def write(self, sqe, data: memoryview | list[memoryview]) -> bool:
         """Execute a Write with ``data`` (one buffer, or the scatter list an
         R2T brought in; at least the command's length).  False: declined,
         nothing was written."""
         found = self._geometry(sqe, WRITE)
-        if found is None or not self._write_cache():
+        if found is None:
             return False
         geo, slba, length = found
         try:
@@ -222,7 +221,7 @@ class FastIo:
         declined, no block was read or written."""
         opcode = sqe[0]
         found = self._geometry(sqe, opcode) if opcode == READ or opcode == WRITE else None
-        if found is None or (opcode == WRITE and not self._write_cache()):
+        if found is None:
             return False
         geo, slba, length = found
         try:

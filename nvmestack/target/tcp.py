@@ -212,8 +212,7 @@ class TcpConnection:
     def terminate(self, fes: int, fei: int = 0) -> None:
         """End the connection with a C2HTermReq (from any thread): the queue
         is released and the host gets a moment to read it and close."""
-        self._send(self.stream.terminate(fes, fei))
-        self.target._loop.poke(self)
+        self._send(self.stream.terminate(fes, fei))  # the loop sees the stream ended and lingers
 
     def _readable(self) -> None:
         """The loop saw input: read once, act on the events, send the answers."""
@@ -266,11 +265,15 @@ class TcpConnection:
         with unread input would reset the connection and could lose it)."""
         self._linger_until = time.monotonic() + _LINGER
         if not self._pending:
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            self._shutdown_write()
         self.target._loop.timer(self._linger_until)
+
+    def _shutdown_write(self) -> None:
+        """Our side is done sending (the TermReq went out)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _drain_linger(self) -> None:
         try:
@@ -373,10 +376,7 @@ class TcpConnection:
                 self._reading = True
                 self.target._loop.want_read(self, True)
             if self._linger_until is not None:
-                try:
-                    self.sock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+                self._shutdown_write()
             elif self._close_after_flush:
                 self._close()
 
@@ -388,10 +388,7 @@ class TcpConnection:
             while bufs:
                 slice_at = _first_slice(bufs)
                 if slice_at == 0:
-                    part = bufs[0]
-                    part.send(self.sock)
-                    if part.count:
-                        return bufs  # the socket is full
+                    bufs[0].send(self.sock)  # all of it, or BlockingIOError with the rest left in it
                     bufs = bufs[1:]
                     continue
                 chunk = bufs[:min(slice_at, _IOV_MAX)]
@@ -540,17 +537,13 @@ class TcpConnection:
                 self._success(cid)
             return
         out = self._out
-        if self.sqflow_disabled:
-            out.append(_C2H_HEAD.pack(_C2H_DATA, _LAST_PDU | _SUCCESS, 24, pdo, pdo + n, cid, 0, 0, n))
-            if pdo > 24:
-                out.append(bytes(pdo - 24))
-            out.append(data)
-            return
-        out.append(_C2H_HEAD.pack(_C2H_DATA, _LAST_PDU, 24, pdo, pdo + n, cid, 0, 0, n))
+        flags = _LAST_PDU | _SUCCESS if self.sqflow_disabled else _LAST_PDU
+        out.append(_C2H_HEAD.pack(_C2H_DATA, flags, 24, pdo, pdo + n, cid, 0, 0, n))
         if pdo > 24:
             out.append(bytes(pdo - 24))
         out.append(data)
-        out.append(_RESP.pack(_CAPSULE_RESP, 0, 24, 0, 24, 0, 0, self._sqhd, self.qid, cid, 0))
+        if not self.sqflow_disabled:  # the response _success builds, inline on the hot path
+            out.append(_RESP.pack(_CAPSULE_RESP, 0, 24, 0, 24, 0, 0, self._sqhd, self.qid, cid, 0))
 
     def _map(self, req: Request, ev: CommandReceived) -> NvmeError | None:
         """Give the request its data: in-capsule data, a buffer to fill, or

@@ -11,7 +11,9 @@
   a live NvmeController over a PciTransport (a new function in each mode
   when none is given); shut down after the test, which also checks that no
   request was completed twice;
-- ``ctrl``: a live controller in each mode (2 I/O queues).
+- ``ctrl``: a live controller in each mode (2 I/O queues);
+- ``io_path``: "fast" and "general" (autouse: every test runs on both I/O
+  paths of the PCIe function's queues).
 
 Helpers: ``wait_for(predicate, timeout)`` and ``pattern(n, seed)``.
 """
@@ -29,6 +31,8 @@ from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.faults import FaultInjector
 from nvmestack.target.pci import function as pci_function_module
 from nvmestack.target.pci.function import PciFunction
+
+from ..io_paths import both_io_paths
 
 PCI_MODES = ["inline", "thread"]
 NS_BLOCKS = 16384
@@ -51,14 +55,7 @@ def pattern(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-
-@pytest.fixture(autouse=True, params=["fast", "general"])
-def io_path(request, monkeypatch):
-    """Every test here runs with the I/O fast path of the PCIe function's
-    queues (target/fastpath.py) and with every command on the general path;
-    the expectations are the same."""
-    monkeypatch.setattr(pci_function_module, "FAST_PATH", request.param == "fast")
-    return request.param
+io_path = both_io_paths(pci_function_module)
 
 
 @pytest.fixture

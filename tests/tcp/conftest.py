@@ -27,6 +27,8 @@ from nvmestack.tcp import (
     TermReqReceived,
 )
 
+from ..io_paths import both_io_paths
+
 NQN = "nqn.2026-11.io.nvmestack:test"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"
 TIMEOUT = 20.0
@@ -201,12 +203,7 @@ def make_subsystem(nqn=NQN, blocks=8192, **kw) -> Subsystem:
     return sub
 
 
-@pytest.fixture(autouse=True, params=["fast", "general"])
-def io_path(request, monkeypatch):
-    """Every test here runs twice: with the I/O fast path (fastpath.py) and
-    with every command on the general path; the expectations are the same."""
-    monkeypatch.setattr(tcp_target, "FAST_PATH", request.param == "fast")
-    return request.param
+io_path = both_io_paths(tcp_target)
 
 
 @pytest.fixture

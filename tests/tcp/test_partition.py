@@ -27,6 +27,8 @@ from nvmestack.spec.nvm import Read, Write
 from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.tcp import TcpTarget
 
+from .test_host import wait_for
+
 NQN = "nqn.2026-11.io.nvmestack:partition"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0f0f0f0f-1111-2222-3333-555555555555"
 HOSTID = uuid.UUID("0f0f0f0f-1111-2222-3333-555555555555")
@@ -37,15 +39,6 @@ IO_TIMEOUT = 1.0
 #: below the 60 s admin timeout a blocking health check waits for.
 SLACK = 3.0
 WAIT = 30.0
-
-
-def wait_for(predicate, timeout: float = WAIT, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 class BlackholeProxy:

@@ -10,17 +10,12 @@ from nvmestack.target.pci import function as pci_function_module
 from nvmestack.target.pci.function import PciFunction
 from nvmestack.target.pci.lowlevel import RawHost
 
+from ...io_paths import both_io_paths
+
 MODES = ["inline", "thread"]
 
 
-
-@pytest.fixture(autouse=True, params=["fast", "general"])
-def io_path(request, monkeypatch):
-    """Every test here runs with the I/O fast path of the PCIe function's
-    queues (target/fastpath.py) and with every command on the general path;
-    the expectations are the same."""
-    monkeypatch.setattr(pci_function_module, "FAST_PATH", request.param == "fast")
-    return request.param
+io_path = both_io_paths(pci_function_module)
 
 
 class FakeClock:
