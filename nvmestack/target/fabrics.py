@@ -404,6 +404,17 @@ class FabricsTarget:
             assoc.queues[qid] = queue
         return ConnectOutcome(SUCCESS, 0, ctrl, qid, cmd.sqsize, bool(cmd.disable_sqflow))
 
+    def replace_queue(self, ctrl: Controller, qid: int, old: QueueHandle, new: QueueHandle) -> bool:
+        """Queue ``qid`` of ``ctrl`` is served by ``new`` from now on (a
+        connection handed to a worker process); False when ``old`` no longer
+        serves it (the association or the queue went meanwhile)."""
+        with self.lock:
+            assoc = self._assocs.get(ctrl)
+            if assoc is None or assoc.queues.get(qid) is not old:
+                return False
+            assoc.queues[qid] = new
+            return True
+
     def queue_closed(self, ctrl: Controller, qid: int, queue: QueueHandle) -> None:
         """A queue's connection ended.  Losing the admin queue ends the
         association: the other queues are closed and the controller goes."""

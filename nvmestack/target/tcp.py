@@ -60,7 +60,7 @@ from typing import Any, Iterable
 from ..spec.cqe import Completion
 from ..spec.dptr import Psdt, SglDescriptor
 from ..spec.fabrics import CONNECT_DATA_SIZE
-from ..spec.opcodes import FABRICS_OPCODE, FabricsType
+from ..spec.opcodes import FABRICS_OPCODE, FabricsType, NvmOpcode
 from ..spec.sqe import Command
 from ..spec.status import GenericStatus, Status
 from ..spec.tcp import IO_PORT, DigestType
@@ -113,6 +113,12 @@ _ACCEPT_REST = 0.1  # seconds a listener rests at the connection limit or withou
 _IDLE_TICK = 1.0  # the event loop wakes at least this often
 _LISTEN_BACKLOG = 1024  # connections the kernel holds for accept (capped by net.core.somaxconn)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+_COMMON_HEADER = 8
+# I/O commands that never change what a worker's fast path may do (see
+# _GeneralPath._on_complete; Write Uncorrectable, for one, does).
+_KEEPS_IO_STATE = frozenset(int(op) for op in (
+    NvmOpcode.READ, NvmOpcode.WRITE, NvmOpcode.FLUSH, NvmOpcode.COMPARE, NvmOpcode.WRITE_ZEROES,
+    NvmOpcode.DATASET_MANAGEMENT, NvmOpcode.VERIFY))
 """Seconds a new connection has to send its ICReq and Connect."""
 FAST_PATH = FAST_PATH_ENABLED
 """Whether targets use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``:
@@ -122,14 +128,15 @@ every command on the general path, to compare the two)."""
 class _Write:
     """A write waiting for its H2CData."""
 
-    __slots__ = ("req", "views", "bad", "connect", "sqe")
+    __slots__ = ("req", "views", "bad", "connect", "sqe", "forward")
 
-    def __init__(self, req: Any, connect: bool = False, sqe: bytes | None = None):
-        self.req = req  # None for a fast-path write (its command is ``sqe``)
+    def __init__(self, req: Any, connect: bool = False, sqe: bytes | None = None, forward: bool = False):
+        self.req = req  # None for a fast-path write (its command is ``sqe``) and a forwarded one
         self.views: list[memoryview] = []
         self.bad = False
         self.connect = connect
         self.sqe = sqe
+        self.forward = forward  # a worker process collects the data for the main process (workers.py)
 
 
 class _ConnectRequest:
@@ -142,7 +149,146 @@ class _ConnectRequest:
         self.cid = cid
 
 
-class TcpConnection:
+class _GeneralPath:
+    """The general path of one queue's commands: the core's Request,
+    prepared, its data mapped (in-capsule, or asked for with an R2T), run,
+    answered.  :class:`TcpConnection` runs it for the queues it serves
+    itself; with worker processes (``workers.py``) the main process runs it
+    for the commands a worker forwards, with the same code.  A subclass
+    supplies ``target``, ``ctrl``, ``qid``, ``_writes``, ``_dead`` and the two
+    transport steps: :meth:`_ask_data` (an R2T) and :meth:`_answer` (the
+    completion, with the data the command read)."""
+
+    target: Any
+    ctrl: Any
+    qid: int | None
+    _writes: dict
+    _dead: bool
+
+    def _general_command(self, sqe: Any, data: memoryview | None, digest_error: bool, conflict: bool) -> None:
+        """Run one command on the general path; ``conflict``: a fast-path
+        write with the same identifier waits for its data."""
+        ctrl = self.ctrl
+        # Any command is a sign of life, as in Linux's nvmet (traffic based
+        # keep alive): a busy host is never timed out between Keep Alives.
+        ctrl.last_keep_alive = time.monotonic()
+        req = ctrl.new_request(sqe, self.qid, self._on_complete)
+        if conflict:
+            fail_request(req, NvmeError(GenericStatus.COMMAND_ID_CONFLICT))
+            return
+        if not self._admitted(req, digest_error):
+            return
+        err = self._map(req, sqe, data)
+        if err is not None:
+            fail_request(req, err)
+        elif req.cid not in self._writes:
+            ctrl.execute(req)
+
+    def _admitted(self, req: Request, digest_error: bool) -> bool:
+        """The transport's checks (Fabrics admission, a damaged capsule) and
+        the core's prepare; False when the command already failed."""
+        err = admit(self.ctrl, req)
+        if err is None and digest_error:
+            err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
+        if err is not None:
+            fail_request(req, err)
+            return False
+        return self.ctrl.prepare(req)
+
+    def _map(self, req: Request, sqe: Any, data: memoryview | None) -> NvmeError | None:
+        """Give the request its data: in-capsule data, a buffer to fill, or
+        an R2T (the command runs when the H2CData is in)."""
+        n = req.data_len
+        if req.meta_len:
+            return NvmeError(GenericStatus.INVALID_FIELD, param=16, msg="no separate metadata over fabrics")
+        if n and req.sqe.psdt != Psdt.SGL_MPTR_CONTIGUOUS:
+            return NvmeError(GenericStatus.INVALID_FIELD, param=1, bit=6, msg="PSDT must select SGLs (01b)")
+        ident = sqe[_SGL_IDENT]
+        length = _LE32.unpack_from(sqe, _SGL_LENGTH)[0]
+        if data is not None:
+            if ident != SGL_IN_CAPSULE:
+                return NvmeError(GenericStatus.INVALID_FIELD, param=_SGL_PARAM, msg="in-capsule data without its SGL")
+            if req.data_dir != DataDirection.HOST_TO_CTRL:
+                return NvmeError(GenericStatus.INVALID_FIELD, param=_SGL_PARAM, msg="in-capsule data for a read")
+            offset = _LE64.unpack_from(sqe, _SGL_ADDRESS)[0]
+            if offset >= data.nbytes:
+                return NvmeError(GenericStatus.SGL_OFFSET_INVALID, param=_SGL_PARAM)
+            if offset + length > data.nbytes or length < n:
+                return NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM)
+            req.data = [data[offset : offset + n]]
+            return None
+        if not n:
+            req.data = []
+            return None
+        if ident != SGL_TRANSPORT:
+            if ident == SGL_IN_CAPSULE:
+                return NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
+                                 msg="in-capsule SGL without in-capsule data")
+            return NvmeError(GenericStatus.SGL_DESCRIPTOR_TYPE_INVALID, param=_SGL_PARAM)
+        if length < n:
+            return NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
+                             msg=f"SGL of {length} bytes for a {n}-byte transfer")
+        if req.data_dir == DataDirection.HOST_TO_CTRL:
+            self._writes[req.cid] = _Write(req)
+            self._ask_data(req.cid, n)
+            return None
+        req.data = [memoryview(bytearray(n))]
+        return None
+
+    def _data_in(self, write: _Write) -> None:
+        """The H2CData of a general-path write is in: run it."""
+        req = write.req
+        if write.bad:
+            fail_request(req, NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error"))
+            return
+        req.data = write.views
+        self.ctrl.execute(req)
+
+    def _general_write(self, sqe: Any, views: list, bad: bool) -> None:
+        """A write the fast path asked the data for but then declined (the
+        namespace changed meanwhile, a fault was armed, a digest error):
+        the general path runs it with the data that came."""
+        ctrl = self.ctrl
+        req = ctrl.new_request(sqe, self.qid, self._on_complete)
+        if not self._admitted(req, bad):
+            return
+        if req.meta_len or req.data_dir != DataDirection.HOST_TO_CTRL or buffers_len(views) < req.data_len:
+            fail_request(req, NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
+                                        msg="the format changed under the write"))
+            return
+        req.data = slice_buffers(views, 0, req.data_len)
+        ctrl.execute(req)
+
+    def _on_complete(self, req: Request) -> None:
+        if self._dead:
+            return
+        data = None
+        if req.data_dir == DataDirection.CTRL_TO_HOST and req.data_len and req.data and req.status.ok:
+            data = req.data
+        cancel = False
+        if data is None:
+            write = self._writes.get(req.cid)
+            if write is not None and write.req is req:
+                # Completed (aborted, reset) before its data came.
+                del self._writes[req.cid]
+                cancel = True
+        pool = self.target._pool
+        if pool is not None and (self.qid == 0 or req.opcode not in _KEEPS_IO_STATE):
+            # What a worker's fast path may do can have changed (a namespace,
+            # the write cache, a reset, Write Uncorrectable...): the workers
+            # look again before their next batch.  Bumped before the host
+            # can learn of the change.
+            pool.bump()
+        self._answer(req.cid, req.cqe, data, cancel, bool(req.context.get("disconnect")))
+
+    def _ask_data(self, cid: int, length: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _answer(self, cid: int, cqe: Any, data: list | None, cancel: bool, disconnect: bool) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class TcpConnection(_GeneralPath):
     """One TCP connection: one queue once Connect succeeded.
 
     Driven by its target's event loop (:class:`_EventLoop`): the loop calls
@@ -189,6 +335,13 @@ class TcpConnection:
         self.fast: FastIo | None = None  # an I/O queue's fast path, once connected
         self._fast_now: FastIo | None = None  # the fast path, for this batch
         self._c2h_pdo = 0  # PDO of the C2HData we send (HPDA); 0: send through the stream's builders
+        # With worker processes, the handshake is read one PDU at a time, so
+        # that nothing past an I/O queue's Connect is ever read here: what
+        # follows stays in the socket for the worker it is handed to.
+        self._exact = target._pool is not None
+        self._pdu_head = bytearray()
+        self._pdu_left = 0
+        self._hand_off = False  # an I/O queue's Connect succeeded: the socket goes to a worker
 
     # -- life ------------------------------------------------------------------------
 
@@ -222,7 +375,10 @@ class TcpConnection:
         stream = self.stream
         buf = stream.recv_buffer(_RECV_SIZE)
         try:
-            n = self.sock.recv_into(buf)
+            if self._exact:
+                n = self._recv_pdu(buf)
+            else:
+                n = self.sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -251,6 +407,25 @@ class TcpConnection:
             self._begin_linger()
         elif stream.closed or self._close_after_flush:
             self._close_when_sent()
+        elif self._hand_off:
+            self._hand_off = False
+            self.target._pool.hand_off(self)
+
+    def _recv_pdu(self, buf: memoryview) -> int:
+        """Receive no more than the rest of the current PDU (the handshake
+        of a target with worker processes)."""
+        if self._pdu_left:
+            n = self.sock.recv_into(buf, min(self._pdu_left, len(buf)))
+            self._pdu_left -= n
+            return n
+        head = self._pdu_head
+        n = self.sock.recv_into(buf, _COMMON_HEADER - len(head))
+        head += buf[:n]
+        if len(head) == _COMMON_HEADER:
+            # PLEN; a bad one the stream's header check rejects.
+            self._pdu_left = max(0, _LE32.unpack_from(head, 4)[0] - _COMMON_HEADER)
+            self._pdu_head = bytearray()
+        return n
 
     def _release_queue(self) -> None:
         if self.fast is not None:
@@ -367,6 +542,16 @@ class TcpConnection:
             self._reading = False
             self.target._loop.want_read(self, False)
 
+    def _flushed(self) -> None:
+        """After the loop flushed what other threads (or handlers) queued."""
+        if self._dead:
+            self._close()
+        elif self.stream.state is StreamState.ERROR and self._linger_until is None:
+            self._release_queue()  # we terminated it (TcpConnection.terminate)
+            self._begin_linger()
+        elif self._close_after_flush and self._linger_until is None:
+            self._close_when_sent()
+
     def _writable(self) -> None:
         """The socket takes more output (loop thread)."""
         self._pending = self._write(self._pending)
@@ -443,33 +628,9 @@ class TcpConnection:
             return
         if self._fast_now is not None and self._fast_command(ev):
             return
-        # Any command is a sign of life, as in Linux's nvmet (traffic based
-        # keep alive): a busy host is never timed out between Keep Alives.
-        ctrl.last_keep_alive = time.monotonic()
-        req = ctrl.new_request(ev.sqe, self.qid, self._on_complete)
         pending = self._writes.get(ev.cid)
-        if pending is not None and pending.sqe is not None:
-            # The fast path's write with this identifier waits for its data.
-            fail_request(req, NvmeError(GenericStatus.COMMAND_ID_CONFLICT))
-            return
-        if not self._admitted(req, ev.data_digest_error):
-            return
-        err = self._map(req, ev)
-        if err is not None:
-            fail_request(req, err)
-        elif req.cid not in self._writes:
-            ctrl.execute(req)
-
-    def _admitted(self, req: Request, digest_error: bool) -> bool:
-        """The transport's checks (Fabrics admission, a damaged capsule) and
-        the core's prepare; False when the command already failed."""
-        err = admit(self.ctrl, req)
-        if err is None and digest_error:
-            err = NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error")
-        if err is not None:
-            fail_request(req, err)
-            return False
-        return self.ctrl.prepare(req)
+        # A fast-path write with this identifier waiting for its data is a conflict.
+        self._general_command(ev.sqe, ev.data, ev.data_digest_error, pending is not None and pending.sqe is not None)
 
     def _fast_command(self, ev: CommandReceived) -> bool:
         """Offer the command to the fast path (fastpath.py); True when it
@@ -545,47 +706,6 @@ class TcpConnection:
         if not self.sqflow_disabled:  # the response _success builds, inline on the hot path
             out.append(_RESP.pack(_CAPSULE_RESP, 0, 24, 0, 24, 0, 0, self._sqhd, self.qid, cid, 0))
 
-    def _map(self, req: Request, ev: CommandReceived) -> NvmeError | None:
-        """Give the request its data: in-capsule data, a buffer to fill, or
-        an R2T (the command runs when the H2CData is in)."""
-        n = req.data_len
-        if req.meta_len:
-            return NvmeError(GenericStatus.INVALID_FIELD, param=16, msg="no separate metadata over fabrics")
-        if n and req.sqe.psdt != Psdt.SGL_MPTR_CONTIGUOUS:
-            return NvmeError(GenericStatus.INVALID_FIELD, param=1, bit=6, msg="PSDT must select SGLs (01b)")
-        sqe = ev.sqe
-        ident = sqe[_SGL_IDENT]
-        length = _LE32.unpack_from(sqe, _SGL_LENGTH)[0]
-        if ev.data is not None:
-            if ident != SGL_IN_CAPSULE:
-                return NvmeError(GenericStatus.INVALID_FIELD, param=_SGL_PARAM, msg="in-capsule data without its SGL")
-            if req.data_dir != DataDirection.HOST_TO_CTRL:
-                return NvmeError(GenericStatus.INVALID_FIELD, param=_SGL_PARAM, msg="in-capsule data for a read")
-            offset = _LE64.unpack_from(sqe, _SGL_ADDRESS)[0]
-            if offset >= ev.data.nbytes:
-                return NvmeError(GenericStatus.SGL_OFFSET_INVALID, param=_SGL_PARAM)
-            if offset + length > ev.data.nbytes or length < n:
-                return NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM)
-            req.data = [ev.data[offset : offset + n]]
-            return None
-        if not n:
-            req.data = []
-            return None
-        if ident != SGL_TRANSPORT:
-            if ident == SGL_IN_CAPSULE:
-                return NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
-                                 msg="in-capsule SGL without in-capsule data")
-            return NvmeError(GenericStatus.SGL_DESCRIPTOR_TYPE_INVALID, param=_SGL_PARAM)
-        if length < n:
-            return NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
-                             msg=f"SGL of {length} bytes for a {n}-byte transfer")
-        if req.data_dir == DataDirection.HOST_TO_CTRL:
-            self._writes[req.cid] = _Write(req)
-            self._send(self.stream.r2t(req.cid, 0, n))
-            return None
-        req.data = [memoryview(bytearray(n))]
-        return None
-
     def _h2c(self, ev: H2CDataReceived) -> None:
         write = self._writes.get(ev.cid)
         if write is None:  # pragma: no cover - the stream only accepts data it asked for
@@ -603,49 +723,34 @@ class TcpConnection:
             if not write.bad and fast is not None and fast.write(write.sqe, write.views):
                 self._success(ev.cid)
             else:  # the fast path declines it now: the general path, with the data in hand
-                self._general_write(write)
+                self._general_write(write.sqe, write.views, write.bad)
             return
-        req = write.req
-        if write.bad:
-            fail_request(req, NvmeError(GenericStatus.TRANSIENT_TRANSPORT_ERROR, dnr=False, msg="data digest error"))
+        if write.forward:
+            self._forward_data(ev.cid, write)
             return
-        req.data = write.views
-        self.ctrl.execute(req)
+        self._data_in(write)
 
-    def _general_write(self, write: _Write) -> None:
-        """A write the fast path asked the data for but then declined (the
-        namespace changed meanwhile, a fault was armed, a digest error):
-        the general path runs it with the data that came."""
-        ctrl = self.ctrl
-        req = ctrl.new_request(write.sqe, self.qid, self._on_complete)
-        if not self._admitted(req, write.bad):
-            return
-        if req.meta_len or req.data_dir != DataDirection.HOST_TO_CTRL or buffers_len(write.views) < req.data_len:
-            fail_request(req, NvmeError(GenericStatus.DATA_SGL_LENGTH_INVALID, param=_SGL_PARAM,
-                                        msg="the format changed under the write"))
-            return
-        req.data = slice_buffers(write.views, 0, req.data_len)
-        ctrl.execute(req)
+    def _forward_data(self, cid: int, write: "_Write") -> None:  # pragma: no cover - workers.py overrides
+        raise NotImplementedError
 
-    def _on_complete(self, req: Request) -> None:
-        if self._dead:
-            return
-        cqe = req.cqe
+    def _ask_data(self, cid: int, length: int) -> None:
+        self._send(self.stream.r2t(cid, 0, length))
+
+    def _answer(self, cid: int, cqe: Any, data: list | None, cancel: bool, disconnect: bool) -> None:
+        """The completion of a general-path command (and the data it read)."""
         cqe.sqid = self.qid
         cqe.sqhd = 0xFFFF if self.sqflow_disabled else self._sqhd
         stream = self.stream
-        if req.data_dir == DataDirection.CTRL_TO_HOST and req.data_len and req.data and req.status.ok:
+        if data is not None:
             success = self.sqflow_disabled and not cqe.dw0 and not cqe.dw1
-            out = stream.c2h_data(req.cid, req.data, last=True, success=success)
+            out = stream.c2h_data(cid, data, last=True, success=success)
             if not success:
                 out.extend(stream.response(cqe))
         else:
-            if req.cid in self._writes and self._writes[req.cid].req is req:
-                # Completed (aborted, reset) before its data came.
-                del self._writes[req.cid]
-                stream.cancel_transfers(req.cid)
+            if cancel:
+                stream.cancel_transfers(cid)
             out = stream.response(cqe)
-        if req.context.get("disconnect"):
+        if disconnect:
             self._close_after_flush = True  # before the answer goes: the loop closes once it is sent
         self._send(out)
 
@@ -708,7 +813,11 @@ class TcpConnection:
         self.sqflow_disabled = outcome.sqflow_disabled
         self._sqhd = 1 % (self.sqsize + 1)
         self.deadline = None  # the handshake is over
-        if self.qid and self.target.fast_path:
+        self._exact = False
+        if self.qid and self.target._pool is not None:
+            # An I/O queue: once the answer is out, a worker process serves it.
+            self._hand_off = True
+        elif self.qid and self.target.fast_path:
             self.fast = FastIo(self.ctrl, self.qid)
             stream = self.stream
             if not stream.hdgst and not stream.ddgst:
@@ -729,7 +838,9 @@ class TcpTarget(FabricsTarget):
     ``in_capsule_data_size`` (IOCCSZ) and ``max_c2h_data`` (cut C2HData
     PDUs at this size; ``None``: one PDU per command) tune the transport;
     ``fast_path`` (default :data:`FAST_PATH`) lets I/O queues use
-    :mod:`~nvmestack.target.fastpath`;
+    :mod:`~nvmestack.target.fastpath`; ``workers`` (default 0: none) serves
+    every I/O queue in one of that many worker processes
+    (:mod:`~nvmestack.target.workers`);
     other keywords (``mqes``, ``mdts``) go to every controller."""
 
     def __init__(
@@ -744,8 +855,12 @@ class TcpTarget(FabricsTarget):
         fast_path: bool | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_connections: int | None = None,
+        workers: int = 0,
         **controller_options: Any,
     ):
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, not {workers}")
+        self._pool = None  # the worker processes (workers.py), made below
         super().__init__(in_capsule_data_size=in_capsule_data_size, **controller_options)
         self.cpda = cpda
         self.maxh2cdata = maxh2cdata
@@ -754,6 +869,11 @@ class TcpTarget(FabricsTarget):
         # Read/Write/Flush on I/O queues take the fast path when they can
         # (fastpath.py); False runs every command on the general path.
         self.fast_path = FAST_PATH if fast_path is None else fast_path
+        self.workers = workers
+        if workers:
+            from .workers import WorkerPool
+
+            self._pool = WorkerPool(self, workers)
         for sub in subsystems:
             self.add_subsystem(sub)
         self._listeners: dict[socket.socket, Port] = {}
@@ -812,11 +932,19 @@ class TcpTarget(FabricsTarget):
 
     # -- running -----------------------------------------------------------------------
 
+    def add_subsystem(self, subsystem: Subsystem) -> Subsystem:
+        super().add_subsystem(subsystem)
+        if self._pool is not None:
+            self._pool.watch(subsystem)
+        return subsystem
+
     def start(self) -> "TcpTarget":
         if self._started:
             return self
         self._started = True
         self._loop.start()
+        if self._pool is not None:
+            self._pool.start()
         thread = threading.Thread(target=self._keep_alive_loop, name="nvmet keep-alive", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -826,6 +954,8 @@ class TcpTarget(FabricsTarget):
         """Stop listening, close every connection, end every association."""
         self._stopping.set()
         self._keep_alive_changed.set()
+        if self._pool is not None:
+            self._pool.stop(timeout)  # while the loop still runs: the workers' last words arrive
         self._loop.stop(timeout)
         for thread in self._threads:
             thread.join(timeout)
@@ -915,6 +1045,16 @@ class TcpTarget(FabricsTarget):
         if outcome.ok and outcome.qid == 0:
             self._keep_alive_changed.set()  # a new Keep Alive Timer to watch
         return outcome
+
+    def expire_keep_alive(self, now: float | None = None):
+        if self._pool is not None:
+            self._pool.collect_traffic()  # the workers' I/O counts as a sign of life too
+        return super().expire_keep_alive(now)
+
+    def next_keep_alive_deadline(self) -> float | None:
+        if self._pool is not None:
+            self._pool.collect_traffic()
+        return super().next_keep_alive_deadline()
 
     def _keep_alive_loop(self) -> None:
         while not self._stopping.is_set():
@@ -1090,18 +1230,18 @@ class _EventLoop:
             for key, mask in ready:
                 data = key.data
                 try:
-                    if type(data) is TcpConnection:
+                    if data is None:
+                        self._woken_up()
+                    elif type(data) is Port:
+                        self.target._accept(key.fileobj, data)
+                    else:  # a connection (or a worker process's channel, workers.py)
                         if mask & selectors.EVENT_WRITE and not data.closed:
                             data._writable()
                         if mask & selectors.EVENT_READ and not data.closed:
                             data._readable()
-                    elif data is None:
-                        self._woken_up()
-                    else:
-                        self.target._accept(key.fileobj, data)
                 except Exception:  # a bug must not take the target down
                     log.exception("NVMe/TCP event loop: %r failed", data)
-                    if type(data) is TcpConnection:
+                    if data is not None and type(data) is not Port:
                         data._close()
             self._flush_dirty()
             self._check_timers()
@@ -1124,13 +1264,7 @@ class _EventLoop:
             if conn.closed:
                 continue
             conn._flush()
-            if conn._dead:
-                conn._close()
-            elif conn.stream.state is StreamState.ERROR and conn._linger_until is None:
-                conn._release_queue()  # we terminated it (TcpConnection.terminate)
-                conn._begin_linger()
-            elif conn._close_after_flush and conn._linger_until is None:
-                conn._close_when_sent()
+            conn._flushed()
 
     def _next_timeout(self) -> float:
         nearest = time.monotonic() + _IDLE_TICK
