@@ -333,6 +333,7 @@ class BackgroundOperations:
 
     def _set_gate(self) -> None:
         self.subsystem.command_gate = self.gate if self.sanitize_active else None
+        self.subsystem.io_state_changed()
 
     def exit_failure_mode(self) -> None:
         with self.lock:

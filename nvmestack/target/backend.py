@@ -250,6 +250,20 @@ class FileBackend(Backend):
         self._closing = False
         self._idle = threading.Condition(threading.Lock())
 
+    @classmethod
+    def adopt(cls, fd: int, size: int, path: str = "") -> "FileBackend":
+        """A backend over an open descriptor (a worker process's copy of a
+        namespace's file, workers.py); close() closes it."""
+        self = cls.__new__(cls)
+        self.path = path
+        self._fd = fd
+        self._sync_fd = None
+        self.size = size
+        self._users = 0
+        self._closing = False
+        self._idle = threading.Condition(threading.Lock())
+        return self
+
     def _enter(self) -> None:
         with self._idle:
             if self._closing:

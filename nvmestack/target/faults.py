@@ -238,6 +238,7 @@ class FaultInjector:
 
     def __init__(self):
         self.rules: list[FaultRule] = []
+        self.hooks: list = []  # run after a rule was added (the subsystem's io_state_changed)
         self.parked: list[Request] = []
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()
@@ -254,6 +255,8 @@ class FaultInjector:
     def add(self, rule: FaultRule) -> FaultRule:
         with self._lock:
             self.rules.append(rule)
+        for hook in list(self.hooks):
+            hook()
         return rule
 
     def remove(self, rule: FaultRule) -> None:

@@ -111,7 +111,11 @@ class Subsystem:
 
         self.firmware = FirmwareSlots(firmware_revision)
         self.health = Health(self)
-        self.faults: FaultInjector | None = None
+        # Run after anything that decides what an I/O fast path may do
+        # changed (namespaces, attachments, fault rules, the sanitize gate):
+        # a target with worker processes tells them (workers.py).
+        self.io_state_hooks: list[Callable[[], None]] = []
+        self._faults: FaultInjector | None = None
         # Storage of namespaces created at run time (Namespace Management):
         # nsid -> BackendFactory, None for memory.  persist.load sets it so
         # that new namespaces are files in the subsystem's directory.
@@ -334,8 +338,26 @@ class Subsystem:
         self._changed()
 
     def _changed(self) -> None:
+        self.io_state_changed()
         for hook in list(self.change_hooks):
             hook()
+
+    def io_state_changed(self) -> None:
+        """What an I/O fast path may do may have changed (see io_state_hooks)."""
+        for hook in list(self.io_state_hooks):
+            hook()
+
+    @property
+    def faults(self):
+        """The fault injector (faults.py), None when none is installed."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, injector) -> None:
+        self._faults = injector
+        if injector is not None and self.io_state_changed not in injector.hooks:
+            injector.hooks.append(self.io_state_changed)
+        self.io_state_changed()
 
     # -- whole-subsystem operations ------------------------------------------------
 

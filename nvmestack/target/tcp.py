@@ -817,13 +817,20 @@ class TcpConnection(_GeneralPath):
         if self.qid and self.target._pool is not None:
             # An I/O queue: once the answer is out, a worker process serves it.
             self._hand_off = True
-        elif self.qid and self.target.fast_path:
-            self.fast = FastIo(self.ctrl, self.qid)
-            stream = self.stream
-            if not stream.hdgst and not stream.ddgst:
-                align = (stream.tx_pda + 1) * 4
-                self._c2h_pdo = -(-24 // align) * align
+        elif self.qid:
+            self._serve_io_queue(self.ctrl, self.target.fast_path)
         self._reply(pending.cid, outcome.status, outcome.dw0, sqid=self.qid)
+
+    def _serve_io_queue(self, ctrl: Any, fast_path: bool, fast_io: type = FastIo) -> None:
+        """This connection serves I/O queue ``qid`` of ``ctrl`` itself: its
+        fast path (``fast_io``), and prepared C2HData headers without digests."""
+        if not fast_path:
+            return
+        self.fast = fast_io(ctrl, self.qid)
+        stream = self.stream
+        if not stream.hdgst and not stream.ddgst:
+            align = (stream.tx_pda + 1) * 4
+            self._c2h_pdo = -(-24 // align) * align
 
     def __repr__(self) -> str:
         ctrl = f" ctrl {self.ctrl.cntlid} qid {self.qid}" if self.ctrl is not None else ""
