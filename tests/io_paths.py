@@ -1,4 +1,5 @@
-"""Running a directory's tests on both I/O paths."""
+"""Running a directory's tests on both I/O paths (and, for NVMe/TCP, with
+worker processes too)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ from types import ModuleType
 import pytest
 
 
-def both_io_paths(module: ModuleType):
+def both_io_paths(module: ModuleType, *, workers: int = 0):
     """An autouse fixture ``io_path`` for a conftest: every test runs with
     the I/O fast path (target/fastpath.py) and with every command on the
     general path (``module.FAST_PATH``, the default of the transport the
-    tests build), with the same expectations; the fixture's value says which."""
+    tests build), with the same expectations; the fixture's value says which.
+    With ``workers``, both run once more with that many worker processes
+    serving the I/O queues (``module.WORKERS``, target/workers.py)."""
 
-    @pytest.fixture(autouse=True, params=["fast", "general"])
+    params = [("fast", 0), ("general", 0)]
+    if workers:
+        params += [("fast", workers), ("general", workers)]
+
+    @pytest.fixture(autouse=True, params=params, ids=[f"{p}-workers" if n else p for p, n in params])
     def io_path(request, monkeypatch):
-        monkeypatch.setattr(module, "FAST_PATH", request.param == "fast")
-        return request.param
+        path, count = request.param
+        monkeypatch.setattr(module, "FAST_PATH", path == "fast")
+        if hasattr(module, "WORKERS"):
+            monkeypatch.setattr(module, "WORKERS", count)
+        return path
 
     return io_path

@@ -139,6 +139,19 @@ class FileSlice:
             backend._leave()
 
 
+def shared_memory_backend(size: int, name: str = "nvmestack") -> "FileBackend":
+    """Sparse memory a worker process can share (workers.py): a
+    :class:`FileBackend` over an anonymous memory file (``memfd_create``);
+    it is gone when the last descriptor of it closes."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
+    return FileBackend.adopt(fd, size, f"/proc/self/fd/{fd}")
+
+
 class MemoryBackend(Backend):
     """Sparse memory: chunks are allocated on first write and freed when a
     deallocation covers them whole."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from ..spec.identify import IdentifyNamespace
-from .backend import Backend, MemoryBackend
+from .backend import Backend, MemoryBackend, shared_memory_backend
 
 __all__ = ["LbaFormatSpec", "DEFAULT_LBA_FORMATS", "Namespace", "BackendFactory", "FastGeometry"]
 
@@ -53,6 +53,11 @@ BackendFactory = Callable[[str, int], Backend]
 
 def memory_backends(role: str, size: int) -> Backend:
     return MemoryBackend(size)
+
+
+def shared_memory_backends(role: str, size: int) -> Backend:
+    """Memory that worker processes share (``backend.shared_memory_backend``)."""
+    return shared_memory_backend(size, f"nvmestack-{role}")
 
 
 class FastGeometry(NamedTuple):

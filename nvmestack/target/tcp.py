@@ -49,6 +49,7 @@ from __future__ import annotations
 import errno
 import heapq
 import logging
+import os
 import resource
 import selectors
 import socket
@@ -114,6 +115,7 @@ _IDLE_TICK = 1.0  # the event loop wakes at least this often
 _LISTEN_BACKLOG = 1024  # connections the kernel holds for accept (capped by net.core.somaxconn)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 _COMMON_HEADER = 8
+_HANDSHAKE_PDUS = frozenset((0x00, 0x04, 0x06))  # ICReq, CapsuleCmd, H2CData
 # I/O commands that never change what a worker's fast path may do (see
 # _GeneralPath._on_complete; Write Uncorrectable, for one, does).
 _KEEPS_IO_STATE = frozenset(int(op) for op in (
@@ -123,6 +125,9 @@ _KEEPS_IO_STATE = frozenset(int(op) for op in (
 FAST_PATH = FAST_PATH_ENABLED
 """Whether targets use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``:
 every command on the general path, to compare the two)."""
+WORKERS = int(os.environ.get("NVMESTACK_WORKERS", "0") or 0)
+"""Worker processes of a target unless told (``NVMESTACK_WORKERS=N``: to run
+a test suite with them; ``serve --workers``)."""
 
 
 class _Write:
@@ -273,12 +278,12 @@ class _GeneralPath:
                 del self._writes[req.cid]
                 cancel = True
         pool = self.target._pool
-        if pool is not None and (self.qid == 0 or req.opcode not in _KEEPS_IO_STATE):
+        if pool is not None:
             # What a worker's fast path may do can have changed (a namespace,
             # the write cache, a reset, Write Uncorrectable...): the workers
-            # look again before their next batch.  Bumped before the host
-            # can learn of the change.
-            pool.bump()
+            # look again before their next batch.  Before the host can learn
+            # of the change.
+            pool.after_command(self, req)
         self._answer(req.cid, req.cqe, data, cancel, bool(req.context.get("disconnect")))
 
     def _ask_data(self, cid: int, length: int) -> None:  # pragma: no cover - abstract
@@ -413,18 +418,29 @@ class TcpConnection(_GeneralPath):
 
     def _recv_pdu(self, buf: memoryview) -> int:
         """Receive no more than the rest of the current PDU (the handshake
-        of a target with worker processes)."""
+        of a target with worker processes).  What cannot be a handshake PDU
+        is read as without workers (the stream ends the connection)."""
         if self._pdu_left:
             n = self.sock.recv_into(buf, min(self._pdu_left, len(buf)))
             self._pdu_left -= n
             return n
-        head = self._pdu_head
-        n = self.sock.recv_into(buf, _COMMON_HEADER - len(head))
-        head += buf[:n]
-        if len(head) == _COMMON_HEADER:
-            # PLEN; a bad one the stream's header check rejects.
-            self._pdu_left = max(0, _LE32.unpack_from(head, 4)[0] - _COMMON_HEADER)
+        peek = self.sock.recv(len(buf), socket.MSG_PEEK)
+        if not peek:
+            return self.sock.recv_into(buf)  # the end (or the error)
+        head = self._pdu_head  # a common header begun in an earlier read
+        seen = head + peek
+        take = len(peek)
+        if len(seen) < _COMMON_HEADER:
+            self._pdu_head = seen
+        else:
             self._pdu_head = bytearray()
+            plen = _LE32.unpack_from(seen, 4)[0]
+            if seen[0] in _HANDSHAKE_PDUS and _COMMON_HEADER <= seen[2] <= plen:
+                rest = plen - len(head)
+                take = min(rest, len(peek))
+                self._pdu_left = rest - take
+        n = self.sock.recv_into(buf, take)
+        self._pdu_left += take - n
         return n
 
     def _release_queue(self) -> None:
@@ -491,16 +507,19 @@ class TcpConnection(_GeneralPath):
         except Exception:  # a bug must not take the target down
             log.exception("NVMe/TCP connection from %s: releasing its queue failed", self.peer)
         self.target._loop.forget(self)
-        try:
-            self.sock.close()
-        except OSError:  # pragma: no cover
-            pass
+        self._close_socket()
         _release_slices(self._pending)
         _release_slices(self._out)
         self._pending = []
         self._out = []
         self.target._connection_done(self)
         self._closed.set()
+
+    def _close_socket(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover
+            pass
 
     # -- sending ---------------------------------------------------------------------
 
@@ -845,7 +864,7 @@ class TcpTarget(FabricsTarget):
     ``in_capsule_data_size`` (IOCCSZ) and ``max_c2h_data`` (cut C2HData
     PDUs at this size; ``None``: one PDU per command) tune the transport;
     ``fast_path`` (default :data:`FAST_PATH`) lets I/O queues use
-    :mod:`~nvmestack.target.fastpath`; ``workers`` (default 0: none) serves
+    :mod:`~nvmestack.target.fastpath`; ``workers`` (default :data:`WORKERS`, 0: none) serves
     every I/O queue in one of that many worker processes
     (:mod:`~nvmestack.target.workers`);
     other keywords (``mqes``, ``mdts``) go to every controller."""
@@ -862,9 +881,10 @@ class TcpTarget(FabricsTarget):
         fast_path: bool | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_connections: int | None = None,
-        workers: int = 0,
+        workers: int | None = None,
         **controller_options: Any,
     ):
+        workers = WORKERS if workers is None else workers
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, not {workers}")
         self._pool = None  # the worker processes (workers.py), made below

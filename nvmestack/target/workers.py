@@ -71,7 +71,9 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+
 from ..spec.cqe import Completion
+from ..spec.opcodes import FABRICS_OPCODE, AdminOpcode, FabricsType
 from ..spec.tcp import DigestType
 from ..tcp import DEFAULT_MAXH2CDATA, ControllerStream, HostStream
 from .backend import FileBackend
@@ -84,6 +86,7 @@ from .tcp import (
     DEFAULT_IN_CAPSULE_DATA_SIZE,
     TcpConnection,
     _EventLoop,
+    _KEEPS_IO_STATE,
     _GeneralPath,
     _Write,
 )
@@ -93,7 +96,7 @@ __all__ = ["WorkerPool", "WorkerQueue", "worker_main"]
 log = logging.getLogger(__name__)
 
 # Messages, main process -> worker.
-_FILE, _STATE, _HANDOFF, _R2T, _DONE, _ABORT, _STOP = range(1, 8)
+_FILE, _STATE, _HANDOFF, _R2T, _DONE, _ABORT, _STOP, _RELEASED = range(1, 9)
 # Messages, worker -> main process.
 _CMD, _DATA, _WRITE, _CLOSED, _REFRESH = range(16, 21)
 
@@ -109,6 +112,11 @@ _SLOTS_AT = 64
 MAX_QUEUES = 65536
 """I/O queues the workers of one target serve at once (shared memory slots)."""
 _SHM_SIZE = _SLOTS_AT + _SLOT.size * MAX_QUEUES
+_READ_ONLY_ADMIN = frozenset(int(op) for op in (
+    AdminOpcode.GET_LOG_PAGE, AdminOpcode.IDENTIFY, AdminOpcode.GET_FEATURES, AdminOpcode.KEEP_ALIVE,
+    AdminOpcode.ASYNC_EVENT_REQUEST))
+_PROPERTY_GET = int(FabricsType.PROPERTY_GET)
+_SYNC_WAIT = 1.0  # seconds a worker waits for the state after a change before it forwards instead
 _MIN_LIFE = 2.0  # seconds a worker must have lived to be replaced when it dies (no respawn loop)
 
 
@@ -356,6 +364,7 @@ class _Worker:
         self.started = 0.0
         self.queues: dict[int, WorkerQueue] = {}
         self.files: dict[int, FileBackend] = {}  # the namespace files it has a descriptor of
+        self.sent: dict[int, tuple] = {}  # the controller states it was last sent
 
     @property
     def pid(self) -> int | None:
@@ -395,6 +404,25 @@ class WorkerPool:
         with self.lock:
             self.generation += 1
             _GEN.pack_into(self.shm, 0, self.generation)
+
+    def after_command(self, queue: Any, req: Any) -> None:
+        """A command ran on the general path of ``queue`` (main process):
+        bump the generation when it may have changed what a fast path may
+        do.  Admin commands other than those that only read do; so do I/O
+        commands other than plain data movement (Write Uncorrectable), and
+        a forwarded command after which its controller's state differs from
+        what its worker has (a write that cleared an uncorrectable mark)."""
+        opcode = req.opcode
+        if queue.qid == 0:
+            if opcode in _READ_ONLY_ADMIN or (opcode == FABRICS_OPCODE and req.sqe.nsid & 0xFF == _PROPERTY_GET):
+                return
+            self.bump()
+        elif opcode not in _KEEPS_IO_STATE:
+            self.bump()
+        elif type(queue) is WorkerQueue:
+            sent = queue.worker.sent.get(queue.ctoken)
+            if sent is not None and sent != self._controller_state(queue.ctrl):
+                self.bump()
 
     def start(self) -> None:
         self._stopping = False
@@ -539,6 +567,10 @@ class WorkerPool:
                 self._ctokens.pop(ctrl, None)
         self.target.queue_closed(ctrl, queue.qid, queue)
         self.target._connection_done(queue.conn)
+        if queue.worker.alive:
+            # The worker closes the socket now: a host that sees it closed
+            # finds the queue free (a Disconnect, then a new Connect).
+            queue.worker.channel.send(_RELEASED, (queue.token,))
 
     def collect_traffic(self) -> None:
         """Fold the workers' last I/O into their controllers' keep alive."""
@@ -583,9 +615,12 @@ class WorkerPool:
         for ctoken, ctrl in ctrls.items():
             states[ctoken] = self._controller_state(ctrl, worker, keys)
         worker.files = {k: b for k, b in worker.files.items() if k in keys}
+        worker.sent = states
         worker.channel.send(_STATE, (generation, states, sorted(keys)))
 
-    def _controller_state(self, ctrl: Any, worker: _Worker, keys: set[int]) -> tuple:
+    def _controller_state(self, ctrl: Any, worker: _Worker | None = None, keys: set[int] | None = None) -> tuple:
+        """What the fast path of ``ctrl``'s queues may do (and, for
+        ``worker``, the descriptors of the files it lacks are sent)."""
         sub = ctrl.subsystem
         faults = sub.faults
         ready = (faults is None or not faults.rules) and sub.command_gate is None and bool(ctrl.regs.csts.rdy)
@@ -600,7 +635,7 @@ class WorkerPool:
             key = getattr(backend, "_worker_key", None)
             if key is None:
                 key = backend._worker_key = next(self._file_keys)
-            if key not in worker.files:
+            if worker is not None and key not in worker.files:
                 try:
                     backend._enter()
                 except OSError:
@@ -611,7 +646,8 @@ class WorkerPool:
                     backend._leave()
                 worker.channel.send(_FILE, (key, backend.size, backend.path), fds=[fd], close=[fd])
                 worker.files[key] = backend
-            keys.add(key)
+            if keys is not None:
+                keys.add(key)
             namespaces.append((nsid, geo.shift, geo.nblocks, key, backend.size))
         return ctrl.cntlid, ctrl.max_transfer, ready, write_cache_enabled(ctrl), namespaces
 
@@ -688,9 +724,8 @@ class _WorkerFastIo(FastIo):
     def ready(self) -> bool:
         ctrl = self.ctrl
         process = ctrl.process
-        if _GEN.unpack_from(process.shm, 0)[0] != process.generation:
-            process.refresh()  # forward everything until the new state is in
-            return False
+        if _GEN.unpack_from(process.shm, 0)[0] != process.generation and not process.sync_state():
+            return False  # no answer in time: forward everything until the new state is in
         return ctrl.ready and not self._closed
 
     def _write_cache(self) -> bool:
@@ -790,6 +825,10 @@ class WorkerConnection(TcpConnection):
         self._publish()  # the last counts, before the main process retires the queue
         super()._release_queue()
 
+    def _close_socket(self) -> None:
+        """Closed once the main process released the queue (see _RELEASED)."""
+        self.process.close_when_released(self.token, self.sock)
+
     def __repr__(self) -> str:
         return f"<WorkerConnection {self.peer} ctrl {self.replica.cntlid} qid {self.qid}>"
 
@@ -820,6 +859,8 @@ class _WorkerProcess:
         self.files: dict[int, FileBackend] = {}
         self._retired: list[FileBackend] = []
         self._refreshing = False
+        self._closing: dict[int, socket.socket] = {}  # sockets waiting for their queue's release
+        self._released: set[int] = set()  # queues released before their connection closed
 
     @property
     def connections(self) -> list[WorkerConnection]:
@@ -834,6 +875,33 @@ class _WorkerProcess:
     def queue_closed(self, ctrl: Any, qid: int, conn: WorkerConnection) -> None:
         self.channel.send(_CLOSED, (conn.token,))
 
+    def close_when_released(self, token: int, sock: socket.socket) -> None:
+        if token in self._released or self.channel.closed:
+            self._released.discard(token)
+            sock.close()
+        else:
+            self._closing[token] = sock
+
+    def sync_state(self) -> bool:
+        """The generation moved: ask the main process for the current state
+        and wait for it (messages that come meanwhile are handled as
+        usual); False when it did not come in time."""
+        want = _GEN.unpack_from(self.shm, 0)[0]
+        self.refresh()
+        self.channel.flush_blocking(_SYNC_WAIT)
+        deadline = time.monotonic() + _SYNC_WAIT
+        while self.generation < want and not self.channel.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                ready, _, _ = select.select([self.channel.sock], [], [], left)
+            except (OSError, ValueError):
+                return False
+            if ready:
+                self.channel._readable()
+        return self.generation >= want
+
     def refresh(self) -> None:
         if not self._refreshing:
             self._refreshing = True
@@ -843,6 +911,8 @@ class _WorkerProcess:
         self.channel.register()
         self._loop._run()
         self.channel.flush_blocking(5.0)
+        for sock in self._closing.values():
+            sock.close()
         for backend in list(self.files.values()) + self._retired:
             backend.close()
 
@@ -865,6 +935,12 @@ class _WorkerProcess:
                 self._loop.dirty.add(conn)
         elif kind == _STOP:
             self._loop._stopping = True
+        elif kind == _RELEASED:
+            sock = self._closing.pop(obj[0], None)
+            if sock is not None:
+                sock.close()
+            elif obj[0] in self._conns:
+                self._released.add(obj[0])
         else:
             _close_all(fds)
             conn = self._conns.get(obj[0])

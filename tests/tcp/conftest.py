@@ -15,6 +15,7 @@ from nvmestack.spec.registers import Reg
 from nvmestack.spec.status import Status
 from nvmestack.target import Namespace, Subsystem
 from nvmestack.target import tcp as tcp_target
+from nvmestack.target.namespace import shared_memory_backends
 from nvmestack.target.tcp import TcpTarget
 from nvmestack.tcp import (
     C2HDataReceived,
@@ -197,13 +198,23 @@ class RawHost:
         return self
 
 
+def namespace(nsid, blocks, **kw) -> Namespace:
+    """A namespace in memory; with worker processes on, in memory they
+    share (a memfd), so that their fast path serves it."""
+    if tcp_target.WORKERS:
+        kw.setdefault("backends", shared_memory_backends)
+    return Namespace(nsid, blocks, **kw)
+
+
 def make_subsystem(nqn=NQN, blocks=8192, **kw) -> Subsystem:
     sub = Subsystem(nqn, serial="TCPTEST", **kw)
-    sub.add_namespace(Namespace(1, blocks))
+    sub.add_namespace(namespace(1, blocks))
     return sub
 
 
-io_path = both_io_paths(tcp_target)
+# Every test here runs on the fast and the general path, each in one process
+# and with two worker processes serving the I/O queues.
+io_path = both_io_paths(tcp_target, workers=2)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from nvmestack.spec.opcodes import NvmOpcode
 from nvmestack.spec.status import GenericStatus, MediaStatus, Status
 from nvmestack.spec.tcp import PduType
 from nvmestack.target.faults import FaultInjector
+from nvmestack.target.workers import WorkerQueue
 from nvmestack.tcp import SGL_TRANSPORT, R2TReceived, ResponseReceived
 
 from .conftest import NQN
@@ -25,16 +26,24 @@ BS = 512
 
 
 def io_connection(target):
+    """The I/O queue's connection, or with worker processes its WorkerQueue."""
+    if target._pool is not None:
+        (queue,) = [q for q in target._pool.queues.values() if q.qid == 1]
+        return queue
     (conn,) = [c for c in target.connections if c.qid == 1]
     return conn
 
 
 def fast_commands(target) -> tuple[int, int]:
     """(reads, writes) the I/O queue's fast path executed (0, 0 on the general path)."""
-    fast = io_connection(target).fast
-    if fast is None:
+    queue = io_connection(target)
+    if isinstance(queue, WorkerQueue):
+        counters = queue.counters  # what its worker's fast path counted
+    elif queue.fast is None:
         return 0, 0
-    return fast.counters.host_read_commands, fast.counters.host_write_commands
+    else:
+        counters = queue.fast.counters
+    return counters.host_read_commands, counters.host_write_commands
 
 
 def smart(admin) -> SmartLog:

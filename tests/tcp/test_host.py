@@ -38,6 +38,7 @@ from nvmestack.spec.opcodes import NvmOpcode
 from nvmestack.spec.registers import Reg
 from nvmestack.spec.status import GenericStatus
 from nvmestack.target import Namespace, Subsystem
+from .conftest import namespace
 from nvmestack.target.faults import FaultInjector
 from nvmestack.target.tcp import TcpTarget
 from nvmestack.tcp import ControllerStream, FatalErrorStatus
@@ -68,7 +69,7 @@ class Env:
 
     def __init__(self):
         self.subsystem = Subsystem(NQN, serial="HOSTTCP1", model="nvmestack host tcp test")
-        self.subsystem.add_namespace(Namespace(1, BLOCKS))
+        self.subsystem.add_namespace(namespace(1, BLOCKS))
         self.faults = FaultInjector.install(self.subsystem)
         self.targets: list[TcpTarget] = []
         self.ctrls = []

@@ -18,7 +18,7 @@ from nvmestack.spec.nvm import Read, Write
 from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.tcp import TcpTarget
 
-from .conftest import HOSTNQN, NQN
+from .conftest import HOSTNQN, NQN, namespace
 
 BS = 512
 
@@ -31,7 +31,7 @@ BS = 512
 @pytest.mark.parametrize("nblocks", [1025, 8192])
 def test_one_command_moves_more_than_512_kib(target_options, host_options, nblocks):
     sub = Subsystem(NQN, serial="LARGE")
-    sub.add_namespace(Namespace(1, 16384))
+    sub.add_namespace(namespace(1, 16384))
     target = TcpTarget([sub], **target_options)
     port = int(target.listen("127.0.0.1", 0).trsvcid)
     target.start()

@@ -28,6 +28,7 @@ from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.tcp import TcpTarget
 
 from .test_host import wait_for
+from .conftest import namespace
 
 NQN = "nqn.2026-11.io.nvmestack:partition"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0f0f0f0f-1111-2222-3333-555555555555"
@@ -134,7 +135,7 @@ class Path:
 
     def __init__(self):
         self.subsystem = Subsystem(NQN, serial="PARTITION1", model="nvmestack partition test")
-        self.subsystem.add_namespace(Namespace(1, 16384))
+        self.subsystem.add_namespace(namespace(1, 16384))
         self.target = TcpTarget([self.subsystem])
         listening = self.target.listen("127.0.0.1", 0)
         self.target.start()
