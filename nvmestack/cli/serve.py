@@ -16,7 +16,8 @@ The configuration is JSON in the layout of nvmetcli's saved configuration
 ``model`` ..., ``namespaces`` with ``nsid``, ``nblocks``, ``format``,
 ``device`` with ``path`` ...), ``ports`` and, optionally, ``mdts``
 (Maximum Data Transfer Size: 2**mdts pages of 4 KiB per command; default
-10, 4 MiB; 0: no limit)::
+10, 4 MiB; 0: no limit) and ``workers`` (worker processes serving the I/O
+queues, ``target/workers.py``; default 0: one process; read at start)::
 
     {
       "ports": [
@@ -155,6 +156,20 @@ def _mdts(text: str) -> int:
     return value
 
 
+MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    """argparse type of --workers."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes") from None
+    if not 0 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value} worker processes: 0..{MAX_WORKERS}")
+    return value
+
+
 def _tcp_port(text: str) -> int:
     """argparse type of --port/--discovery-port: a TCP port number."""
     try:
@@ -193,6 +208,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mdts", metavar="N", type=_mdts, default=None,
                    help=f"Maximum Data Transfer Size: 2**N pages of 4 KiB per command (default {DEFAULT_MDTS}, "
                         f"{(4096 << DEFAULT_MDTS) >> 20} MiB; 0: no limit); replaces the configuration's \"mdts\"")
+    p.add_argument("--workers", metavar="N", type=_workers, default=None,
+                   help="serve the I/O queues in N worker processes, an event loop each (default 0: everything "
+                        "in one process); replaces the configuration's \"workers\"")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log connections (-v) and more (-vv)")
 
 
@@ -396,6 +414,7 @@ class ParsedConfig:
     specs: dict[str, dict]
     ports: list[PortSpec] | None
     mdts: int | None = None  # None: the controllers' default (DEFAULT_MDTS)
+    workers: int | None = None  # worker processes for the I/O queues (read at start; None: TcpTarget's default)
 
 
 def _normalize_entry(entry: dict, base: str) -> dict:
@@ -595,7 +614,11 @@ def check_config(config: Any, where: str, base: str, data_dir: str | None = None
     if mdts is not None and (isinstance(mdts, bool) or not isinstance(mdts, int) or not 0 <= mdts <= MAX_MDTS):
         raise ServeError(f"{where}: \"mdts\" must be 0 (no limit) or 1..{MAX_MDTS} (2**mdts pages of 4 KiB), "
                          f"got {mdts!r}")
-    return ParsedConfig(entries, specs, ports, mdts)
+    workers = config.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 0 <= workers <= MAX_WORKERS):
+        raise ServeError(f"{where}: \"workers\" must be 0..{MAX_WORKERS} (worker processes), got {workers!r}")
+    return ParsedConfig(entries, specs, ports, mdts, workers)
 
 
 def _check_not_served_file(path: str, real_data_dir: str, where: str) -> None:
@@ -877,7 +900,10 @@ class Server:
         self._reload_now = threading.Event()
         self.mdts_from_args = getattr(args, "mdts", None)
         mdts = self.mdts_from_args if self.mdts_from_args is not None else parsed.mdts
-        self.target = TcpTarget(**({} if mdts is None else {"mdts": mdts}))
+        workers = getattr(args, "workers", None)
+        self.target = TcpTarget(workers=parsed.workers if workers is None else workers,
+                                **({} if mdts is None else {"mdts": mdts}))
+        self.workers = self.target.workers
         self._running_fd: int | None = None
         created: list[str] = []  # subsystem directories this start made
         try:
@@ -1062,6 +1088,8 @@ class Server:
                     del self._ports[pid]
             raise
         changes: list[str] = []
+        if parsed.workers != self.parsed.workers:
+            changes.append(f"workers {parsed.workers or 0} at the next start (now {self.workers})")
         if parsed.mdts != self.parsed.mdts and self.mdts_from_args is None:
             mdts = DEFAULT_MDTS if parsed.mdts is None else parsed.mdts
             with self.target.lock:  # controllers made from now on; a connected host keeps what it read
@@ -1133,6 +1161,9 @@ class Server:
             lines.append(f"  configuration {self.config_path}, applied while running; change it with e.g.")
             lines.append(f"    nvmestack target namespace add --size 1G{self.edit_options}")
         lines.append(f"  data in {self.data_dir}")
+        if self.workers:
+            pids = ", ".join(str(p) for p in self.target._pool.pids()) if self.target._pool is not None else ""
+            lines.append(f"  I/O queues served by {self.workers} worker processes ({pids})")
         io_ports = []
         disc_ports = []
         for port in self.target.ports:

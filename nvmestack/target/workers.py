@@ -96,7 +96,7 @@ __all__ = ["WorkerPool", "WorkerQueue", "worker_main"]
 log = logging.getLogger(__name__)
 
 # Messages, main process -> worker.
-_FILE, _STATE, _HANDOFF, _R2T, _DONE, _ABORT, _STOP, _RELEASED = range(1, 9)
+_FILE, _STATE, _HANDOFF, _R2T, _DONE, _ABORT, _STOP, _RELEASED, _TERMINATE = range(1, 10)
 # Messages, worker -> main process.
 _CMD, _DATA, _WRITE, _CLOSED, _REFRESH = range(16, 21)
 
@@ -325,6 +325,7 @@ class WorkerQueue(_GeneralPath):
         self.conn = conn  # the main process's connection object (counted on its port until the queue ends)
         self.ctrl = conn.ctrl
         self.qid = conn.qid
+        self.sqsize = conn.sqsize
         self.slot = slot
         self.ctoken = ctoken
         self.peer = conn.peer
@@ -340,6 +341,11 @@ class WorkerQueue(_GeneralPath):
         """Close the queue's connection (from any thread): its worker does."""
         if not self._dead:
             self.worker.channel.send(_ABORT, (self.token,))
+
+    def terminate(self, fes: int, fei: int = 0) -> None:
+        """End the connection with a C2HTermReq (from any thread)."""
+        if not self._dead:
+            self.worker.channel.send(_TERMINATE, (self.token, fes, fei))
 
     def _ask_data(self, cid: int, length: int) -> None:
         self.worker.channel.send(_R2T, (self.token, cid, length))
@@ -952,6 +958,8 @@ class _WorkerProcess:
                 conn._done(*obj[1:])
             elif kind == _ABORT:
                 conn.abort()
+            elif kind == _TERMINATE:
+                conn.terminate(obj[1], obj[2])
 
     def _apply(self, generation: int, states: dict, keys: list[int]) -> None:
         """The main process's description of what the fast paths may do."""

@@ -24,6 +24,7 @@ from nvmestack.spec.log import DiscoveryLogHeader, discovery_log_entries
 from nvmestack.spec.nvm import Read, Write
 from nvmestack.spec.registers import Reg
 from nvmestack.spec.status import FabricsStatus
+from nvmestack.target import tcp as tcp_target
 
 from .conftest import HOSTNQN, RawHost
 
@@ -43,6 +44,8 @@ class Serve:
 
     def __init__(self, *args: str):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if tcp_target.WORKERS:  # the io_path variants with worker processes: serve with them
+            args = (*args, "--workers", str(tcp_target.WORKERS))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nvmestack", "serve", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
