@@ -384,9 +384,8 @@ class WorkerPool:
         self.target = target
         self.count = count
         self.lock = threading.Lock()
-        self._shm_fd = os.memfd_create("nvmestack-workers", os.MFD_CLOEXEC)
-        os.ftruncate(self._shm_fd, _SHM_SIZE)
-        self.shm = mmap.mmap(self._shm_fd, _SHM_SIZE)
+        self._shm_fd = -1
+        self.shm: mmap.mmap | None = None  # while started
         self.generation = 0
         self.workers: list[_Worker] = []
         self.queues: dict[int, WorkerQueue] = {}
@@ -409,7 +408,8 @@ class WorkerPool:
         before their next batch of commands."""
         with self.lock:
             self.generation += 1
-            _GEN.pack_into(self.shm, 0, self.generation)
+            if self.shm is not None:
+                _GEN.pack_into(self.shm, 0, self.generation)
 
     def after_command(self, queue: Any, req: Any) -> None:
         """A command ran on the general path of ``queue`` (main process):
@@ -432,6 +432,11 @@ class WorkerPool:
 
     def start(self) -> None:
         self._stopping = False
+        self._shm_fd = os.memfd_create("nvmestack-workers", os.MFD_CLOEXEC)
+        os.ftruncate(self._shm_fd, _SHM_SIZE)
+        self.shm = mmap.mmap(self._shm_fd, _SHM_SIZE)
+        _GEN.pack_into(self.shm, 0, self.generation)
+        self._free_slots = list(range(MAX_QUEUES - 1, -1, -1))
         self.workers = [self._spawn(i) for i in range(self.count)]
 
     def _spawn(self, index: int) -> _Worker:
@@ -485,6 +490,14 @@ class WorkerPool:
             if worker.channel is not None and not worker.channel.closed:
                 worker.channel._close()
         self.workers = []
+        for queue in list(self.queues.values()):  # (a channel closed from here)
+            self._release(queue)
+        with self.lock:
+            shm, self.shm = self.shm, None
+        if shm is not None:
+            shm.close()
+            os.close(self._shm_fd)
+            self._shm_fd = -1
 
     def _lost(self, worker: _Worker) -> None:
         """A worker's channel ended: it exited or died (event loop thread)."""
