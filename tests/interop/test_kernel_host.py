@@ -6,7 +6,9 @@ guestfwd (one socat per connection).
 Each test connects the kernel to the target and disconnects it again; the
 target runs from its embedded default configuration in a temporary data
 directory for the whole module, and is restarted once (the data must
-survive it).
+survive it).  Every test runs twice: with the target in one process, and
+with ``serve --workers 2`` (worker processes serving the I/O queues,
+target/workers.py).
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ CONNECT_OPTIONS = "--ctrl-loss-tmo=30 --reconnect-delay=2"
 class ServeProcess:
     """``python -m nvmestack serve`` on 127.0.0.1 as a subprocess."""
 
-    def __init__(self, port: int, discovery_port: int, data_dir: Path):
+    def __init__(self, port: int, discovery_port: int, data_dir: Path, workers: int = 0):
         self.port, self.discovery_port, self.data_dir = port, discovery_port, data_dir
         self.argv = [sys.executable, "-m", "nvmestack", "serve", "--addr", "127.0.0.1", "--port", str(port),
-                     "--discovery-port", str(discovery_port), "--data-dir", str(data_dir)]
+                     "--discovery-port", str(discovery_port), "--data-dir", str(data_dir), "--workers", str(workers)]
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -92,11 +95,13 @@ class ServeProcess:
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def target(vm, interop_ports, tmp_path_factory):
-    """Our target, running; also makes sure the guest has its NVMe/TCP host module."""
+@pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "workers"])
+def target(request, vm, interop_ports, tmp_path_factory):
+    """Our target, running (in one process, or with two worker processes
+    for the I/O queues); also makes sure the guest has its NVMe/TCP host module."""
     vm.check("modprobe nvme-tcp", 60)
-    serve = ServeProcess(interop_ports["target"], interop_ports["discovery"], tmp_path_factory.mktemp("serve") / "data")
+    serve = ServeProcess(interop_ports["target"], interop_ports["discovery"],
+                         tmp_path_factory.mktemp("serve") / "data", workers=request.param)
     serve.data_dir.mkdir()
     serve.start()
     yield serve
