@@ -14,6 +14,7 @@ target/workers.py).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -76,6 +77,20 @@ class ServeProcess:
                 except OSError:
                     pass
             time.sleep(0.1)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes this start of serve reported."""
+        m = re.search(r"I/O queues served by \d+ worker processes \(([\d, ]+)\)", self.log())
+        return [int(p) for p in m.group(1).split(", ")] if m else []
+
+    def worker_connections(self) -> int:
+        """TCP connections the worker processes hold (beyond their own
+        channel and wake-up sockets: three each)."""
+        count = 0
+        for pid in self.worker_pids():
+            fds = Path(f"/proc/{pid}/fd")
+            count += sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:")) - 3
+        return count
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, then wait; returns the exit status (None: had to be killed)."""
@@ -252,12 +267,15 @@ FIO_JOBS = [("4k", "randwrite", "4M"), ("4k", "write", "4M"), ("128k", "randwrit
 
 
 @pytest.mark.parametrize("bs,rw,size", FIO_JOBS, ids=[f"{bs}-{rw}" for bs, rw, _ in FIO_JOBS])
-def test_fio_write_verify(vm, connected, bs, rw, size):
+def test_fio_write_verify(vm, target, connected, bs, rw, size):
     """Two fio jobs at queue depth 32 write their own areas and verify them."""
     out = vm.check(f"fio --name=interop --filename={connected.ns} --rw={rw} --bs={bs} --size={size} "
                    f"--offset_increment={size} --numjobs=2 --iodepth=32 --ioengine=libaio --direct=1 "
                    f"--verify=crc32c --verify_fatal=1 --do_verify=1 --output-format=json 2>&1", 600)
     report = json.loads(out[out.index("{"):])
+    if target.workers:  # the kernel's I/O queues were served by the worker processes
+        assert len(target.worker_pids()) == target.workers
+        assert target.worker_connections() >= 1
     assert len(report["jobs"]) == 2
     want = int(size[:-1]) << 20
     for job in report["jobs"]:
@@ -275,6 +293,8 @@ def test_ext4_survives_a_target_restart(vm, target, subsystem):
         vm.check(f"mkdir -p /mnt/interop && mount -t ext4 {conn.ns} /mnt/interop && "
                  f"mkdir /mnt/interop/dir && echo hello > /mnt/interop/dir/hello && {files} && sync", 300)
         written = vm.check(sums, 120)
+        if target.workers:
+            assert target.worker_connections() >= 1
         vm.check("umount /mnt/interop", 120)
         fsck = vm.run(f"fsck.ext4 -f -n {conn.ns}", 300)
         assert fsck[0] == 0, fsck[1]
