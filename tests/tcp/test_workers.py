@@ -8,6 +8,7 @@ SMART and keep alive counting the workers' I/O, a dead worker noticed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -372,3 +373,40 @@ def test_stop_ends_the_workers_and_leaks_nothing(tmp_path):
     loop_fds = {str(fresh.selector.fileno()), str(fresh._wake_r.fileno()), str(fresh._wake_w.fileno())}
     assert fds() - loop_fds <= before, fds() - before
 
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_with_workers_stops_cleanly(tmp_path, sig):
+    """``serve --workers 2``: I/O queues in the workers; SIGINT/SIGTERM
+    stops them (no process left), the data is in the file and there after
+    a restart."""
+    from nvmestack.cli.serve import DEFAULT_NQN
+
+    from .test_serve import Serve, free_port, io_queue
+
+    data_dir = tmp_path / "data"
+    port = free_port()
+    args = ("--port", str(port), "--discovery-port", str(free_port()), "--data-dir", str(data_dir), "--workers", "2")
+    s = Serve(*args)
+    try:
+        text = "".join(s.wait_ready())
+        pids = [int(p) for p in re.search(r"served by 2 worker processes \(([\d, ]+)\)", text).group(1).split(", ")]
+        assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
+        admin, io = io_queue(("127.0.0.1", port), DEFAULT_NQN)
+        pattern = os.urandom(64 * 1024)
+        assert io.command(Write(nsid=1, slba=2048, nblocks=128), pattern, write=True).ok
+        assert s.stop(sig) == 0, s.stderr
+        assert "Traceback" not in s.stderr
+        assert not any(pid_alive(pid) for pid in pids)
+        assert isinstance(io.closed_or_terminated(), (ConnectionClosed, TermReqReceived))
+        admin.close()
+        io.close()
+        s = Serve(*args)
+        s.wait_ready()
+        admin, io = io_queue(("127.0.0.1", port), DEFAULT_NQN)
+        assert io.command(Read(nsid=1, slba=2048, nblocks=128), length=len(pattern)).data == pattern
+        assert s.stop() == 0, s.stderr
+        admin.close()
+        io.close()
+    finally:
+        s.kill()
