@@ -114,14 +114,14 @@ _ACCEPT_REST = 0.1  # seconds a listener rests at the connection limit or withou
 _IDLE_TICK = 1.0  # the event loop wakes at least this often
 _LISTEN_BACKLOG = 1024  # connections the kernel holds for accept (capped by net.core.somaxconn)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a new connection has to send its ICReq and Connect."""
 _COMMON_HEADER = 8
 _HANDSHAKE_PDUS = frozenset((0x00, 0x04, 0x06))  # ICReq, CapsuleCmd, H2CData
 # I/O commands that never change what a worker's fast path may do (see
-# _GeneralPath._on_complete; Write Uncorrectable, for one, does).
+# WorkerPool.after_command; Write Uncorrectable, for one, does).
 _KEEPS_IO_STATE = frozenset(int(op) for op in (
     NvmOpcode.READ, NvmOpcode.WRITE, NvmOpcode.FLUSH, NvmOpcode.COMPARE, NvmOpcode.WRITE_ZEROES,
     NvmOpcode.DATASET_MANAGEMENT, NvmOpcode.VERIFY))
-"""Seconds a new connection has to send its ICReq and Connect."""
 FAST_PATH = FAST_PATH_ENABLED
 """Whether targets use the I/O fast path unless told (``NVMESTACK_FAST_PATH=0``:
 every command on the general path, to compare the two)."""

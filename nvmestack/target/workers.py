@@ -778,6 +778,8 @@ class WorkerConnection(TcpConnection):
         self._sqhd = p["sqhd"]
         self.deadline = None
         self._slot = _SLOTS_AT + p["slot"] * _SLOT.size
+        self._queue_released = False
+        self._shut_wanted = False
         self._serve_io_queue(replica, p["fast_path"], _WorkerFastIo)
         if p["pending"]:
             self._out.append(p["pending"])
@@ -844,9 +846,27 @@ class WorkerConnection(TcpConnection):
         self._publish()  # the last counts, before the main process retires the queue
         super()._release_queue()
 
+    def _released(self) -> None:
+        """The main process released the queue (_RELEASED): a host that
+        sees the connection end finds the QID free, as in one process."""
+        self._queue_released = True
+        if self._shut_wanted:
+            self._shut_wanted = False
+            super()._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        """After a TermReq: the half close waits for the queue's release."""
+        if self._queue_released or self.process.channel.closed:
+            super()._shutdown_write()
+        else:
+            self._shut_wanted = True
+
     def _close_socket(self) -> None:
-        """Closed once the main process released the queue (see _RELEASED)."""
-        self.process.close_when_released(self.token, self.sock)
+        """Closed once the main process released the queue."""
+        if self._queue_released or self.process.channel.closed:
+            super()._close_socket()
+        else:
+            self.process._closing[self.token] = self.sock
 
     def __repr__(self) -> str:
         return f"<WorkerConnection {self.peer} ctrl {self.replica.cntlid} qid {self.qid}>"
@@ -879,7 +899,6 @@ class _WorkerProcess:
         self._retired: list[FileBackend] = []
         self._refreshing = False
         self._closing: dict[int, socket.socket] = {}  # sockets waiting for their queue's release
-        self._released: set[int] = set()  # queues released before their connection closed
 
     @property
     def connections(self) -> list[WorkerConnection]:
@@ -893,13 +912,6 @@ class _WorkerProcess:
 
     def queue_closed(self, ctrl: Any, qid: int, conn: WorkerConnection) -> None:
         self.channel.send(_CLOSED, (conn.token,))
-
-    def close_when_released(self, token: int, sock: socket.socket) -> None:
-        if token in self._released or self.channel.closed:
-            self._released.discard(token)
-            sock.close()
-        else:
-            self._closing[token] = sock
 
     def sync_state(self) -> bool:
         """The generation moved: ask the main process for the current state
@@ -959,7 +971,7 @@ class _WorkerProcess:
             if sock is not None:
                 sock.close()
             elif obj[0] in self._conns:
-                self._released.add(obj[0])
+                self._conns[obj[0]]._released()
         else:
             _close_all(fds)
             conn = self._conns.get(obj[0])
