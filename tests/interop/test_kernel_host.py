@@ -340,7 +340,8 @@ def test_kernel_reconnects_across_a_target_restart(vm, target, subsystem):
         target.start()
         vm.check("for i in $(seq 600); do [ -e /tmp/during.rc ] && exit $(cat /tmp/during.rc); sleep 0.1; done; "
                  "exit 1", 120)
-        assert vm.check(f"cat /sys/class/nvme/{name}/state", 30).strip() == "live"
+        state = vm.check(f"cat /sys/class/nvme/{name}/state", 30).strip()
+        assert state == "live", f"{vm.run('dmesg | tail -40', 30)[1]}\n{target.log()[-3000:]}"
         after = vm.check(f"dd if={conn.ns} bs=64k skip=1024 count=32 iflag=direct 2>/dev/null | sha256sum && "
                          f"dd if={conn.ns} bs=64k skip=2048 count=32 iflag=direct 2>/dev/null | sha256sum && "
                          f"sha256sum < /tmp/during", 120).split("\n")
