@@ -27,6 +27,8 @@ def one_line_failure(result, needle: str) -> None:
     ("--port", "x", "'x'"),
     ("--addr", "999.1.1.1", "999.1.1.1"),
     ("--addr", "localhost.invalid", "localhost.invalid"),
+    ("--workers", "-1", "-1"),
+    ("--workers", "x", "'x'"),
 ])
 def test_serve_checks_its_options_before_creating_anything(cli, tmp_path, option, value, needle):
     data = tmp_path / "data"
@@ -57,6 +59,13 @@ def test_serve_configuration_errors_exit_1(cli, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     one_line_failure(cli("serve", "--config", bad, "--data-dir", tmp_path / "d"), "not valid JSON")
+    assert not (tmp_path / "d").exists()
+
+
+def test_serve_checks_the_configurations_workers(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"subsystems": [], "workers": "two"}')
+    one_line_failure(cli("serve", "--config", bad, "--data-dir", tmp_path / "d"), "\"workers\" must be 0..")
     assert not (tmp_path / "d").exists()
 
 

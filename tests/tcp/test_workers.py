@@ -410,3 +410,29 @@ def test_serve_with_workers_stops_cleanly(tmp_path, sig):
         io.close()
     finally:
         s.kill()
+
+
+def test_the_configurations_workers_and_the_option(tmp_path):
+    """``"workers": N`` in the configuration, replaced by ``--workers``."""
+    import argparse
+
+    from nvmestack.cli.serve import Server, add_arguments
+
+    config = {"subsystems": [{"nqn": NQN, "namespaces": []}], "workers": 2,
+              "ports": [{"portid": 1, "addr": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"},
+                         "subsystems": [NQN]}]}
+    server = Server(config, str(tmp_path / "a"))
+    try:
+        assert server.target.workers == 2
+        server.start()
+        assert len(server.target._pool.pids()) == 2
+        assert "I/O queues served by 2 worker processes" in "\n".join(server.describe())
+    finally:
+        server.close()
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    server = Server(config, str(tmp_path / "b"), parser.parse_args(["--workers", "0"]))
+    try:
+        assert server.target.workers == 0 and server.target._pool is None
+    finally:
+        server.close()
