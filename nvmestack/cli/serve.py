@@ -1162,7 +1162,7 @@ class Server:
             lines.append(f"    nvmestack target namespace add --size 1G{self.edit_options}")
         lines.append(f"  data in {self.data_dir}")
         if self.workers:
-            pids = ", ".join(str(p) for p in self.target._pool.pids()) if self.target._pool is not None else ""
+            pids = ", ".join(str(p) for p in self.target.worker_pids)
             lines.append(f"  I/O queues served by {self.workers} worker processes ({pids})")
         io_ports = []
         disc_ports = []

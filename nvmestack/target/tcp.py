@@ -1003,6 +1003,11 @@ class TcpTarget(FabricsTarget):
         self.stop()
 
     @property
+    def worker_pids(self) -> list[int]:
+        """The process IDs of the live worker processes (none without workers)."""
+        return self._pool.pids() if self._pool is not None else []
+
+    @property
     def connections(self) -> list[TcpConnection]:
         with self._conn_lock:
             return list(self._connections)

@@ -131,7 +131,7 @@ def test_queues_in_two_workers_share_the_namespace(targets, hosts):
     h = hosts(target, io_queues=2)
     q1, q2 = worker_queues(target, 2)
     assert q1.worker is not q2.worker  # the least loaded worker takes the next queue
-    assert all(pid_alive(pid) for pid in target._pool.pids()) and len(target._pool.pids()) == 2
+    assert all(pid_alive(pid) for pid in target.worker_pids) and len(target.worker_pids) == 2
     data = os.urandom(16 * BS)
     assert h.io[0].command(Write(nsid=1, slba=40, nblocks=16), data, write=True).ok
     assert h.io[1].command(Read(nsid=1, slba=40, nblocks=16), length=len(data)).data == data
@@ -325,16 +325,23 @@ def test_reset_and_teardown_reach_the_workers(targets, hosts):
     assert again.io[0].command(Read(nsid=1, slba=3, nblocks=1), length=BS).data == data
 
 
-def test_a_killed_worker_is_noticed(targets, hosts):
+def test_a_killed_worker_is_noticed(targets, hosts, monkeypatch):
+    from nvmestack.target import workers
+
+    monkeypatch.setattr(workers, "_MIN_LIFE", 0.0)  # replaced however young it died
     target = targets()
-    h = hosts(target, io_queues=2)
-    q1, q2 = worker_queues(target, 2)
-    victim = q1.worker.pid
+    h = hosts(target, io_queues=3)
+    queues = worker_queues(target, 3)
+    victim = queues[0].worker.pid
+    lost = [q.qid for q in queues if q.worker.pid == victim]
+    kept = [q.qid for q in queues if q.worker.pid != victim]
+    assert 1 in lost and 2 in kept
     os.kill(victim, signal.SIGKILL)
-    # its connection drops, the queue is released; the other worker's queue goes on
-    assert isinstance(h.io[0].closed_or_terminated(), (ConnectionClosed, TermReqReceived))
-    wait_until(lambda: [q.qid for q in worker_queues(target)] == [2], what="the dead worker's queue released")
-    assert 1 not in target.queues_of(target.controllers[0])
+    # its connections drop, its queues are released; the other worker's queue goes on
+    for qid in lost:
+        assert isinstance(h.io[qid - 1].closed_or_terminated(), (ConnectionClosed, TermReqReceived))
+    wait_until(lambda: [q.qid for q in worker_queues(target)] == kept, what="the dead worker's queues released")
+    assert not set(lost) & set(target.queues_of(target.controllers[0]))
     assert h.io[1].command(Read(nsid=1, slba=0, nblocks=1), length=BS).ok
     wait_until(lambda: not pid_alive(victim), what="the dead worker reaped")
     # a new connection for the queue works (in a live worker)
@@ -342,7 +349,13 @@ def test_a_killed_worker_is_noticed(targets, hosts):
     data = os.urandom(BS)
     assert again.command(Write(nsid=1, slba=9, nblocks=1), data, write=True).ok
     assert h.io[1].command(Read(nsid=1, slba=9, nblocks=1), length=BS).data == data
-    assert all(pid_alive(pid) for pid in target._pool.pids())
+    # a new worker took its place
+    wait_until(lambda: len(target.worker_pids) == 2 and victim not in target.worker_pids, what="a new worker")
+    assert all(pid_alive(pid) for pid in target.worker_pids)
+    for qid in lost[1:]:
+        again = h.raw().setup_io(h.admin.cntlid, qid=qid)
+        assert again.command(Read(nsid=1, slba=9, nblocks=1), length=BS).data == data
+    assert {q.worker.pid for q in worker_queues(target)} - {victim} == set(target.worker_pids)
 
 
 def test_stop_ends_the_workers_and_leaks_nothing(tmp_path):
@@ -359,7 +372,7 @@ def test_stop_ends_the_workers_and_leaks_nothing(tmp_path):
     h = Hosts(target, io_queues=2)
     data = os.urandom(BS)
     assert h.io[0].command(Write(nsid=1, slba=1, nblocks=1), data, write=True).ok
-    pids = target._pool.pids()
+    pids = target.worker_pids
     target.stop()
     assert not any(pid_alive(pid) for pid in pids)
     for io in h.io:
@@ -425,7 +438,7 @@ def test_the_configurations_workers_and_the_option(tmp_path):
     try:
         assert server.target.workers == 2
         server.start()
-        assert len(server.target._pool.pids()) == 2
+        assert len(server.target.worker_pids) == 2
         assert "I/O queues served by 2 worker processes" in "\n".join(server.describe())
     finally:
         server.close()
