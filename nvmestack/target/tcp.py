@@ -64,7 +64,7 @@ from ..spec.fabrics import CONNECT_DATA_SIZE
 from ..spec.opcodes import FABRICS_OPCODE, FabricsType, NvmOpcode
 from ..spec.sqe import Command
 from ..spec.status import GenericStatus, Status
-from ..spec.tcp import IO_PORT, DigestType
+from ..spec.tcp import COMMON_HEADER_SIZE, IO_PORT, DigestType, PduHeader, PduType
 from ..tcp import (
     DEFAULT_MAXH2CDATA,
     SGL_IN_CAPSULE,
@@ -115,8 +115,9 @@ _IDLE_TICK = 1.0  # the event loop wakes at least this often
 _LISTEN_BACKLOG = 1024  # connections the kernel holds for accept (capped by net.core.somaxconn)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 """Seconds a new connection has to send its ICReq and Connect."""
-_COMMON_HEADER = 8
-_HANDSHAKE_PDUS = frozenset((0x00, 0x04, 0x06))  # ICReq, CapsuleCmd, H2CData
+_HANDSHAKE_PDUS = frozenset(int(t) for t in (PduType.ICREQ, PduType.CAPSULE_CMD, PduType.H2C_DATA))
+_PLEN = PduHeader.plen.offset
+_HLEN = PduHeader.hlen.offset
 # I/O commands that never change what a worker's fast path may do (see
 # WorkerPool.after_command; Write Uncorrectable, for one, does).
 _KEEPS_IO_STATE = frozenset(int(op) for op in (
@@ -430,12 +431,12 @@ class TcpConnection(_GeneralPath):
         head = self._pdu_head  # a common header begun in an earlier read
         seen = head + peek
         take = len(peek)
-        if len(seen) < _COMMON_HEADER:
+        if len(seen) < COMMON_HEADER_SIZE:
             self._pdu_head = seen
         else:
             self._pdu_head = bytearray()
-            plen = _LE32.unpack_from(seen, 4)[0]
-            if seen[0] in _HANDSHAKE_PDUS and _COMMON_HEADER <= seen[2] <= plen:
+            plen = _LE32.unpack_from(seen, _PLEN)[0]
+            if seen[0] in _HANDSHAKE_PDUS and COMMON_HEADER_SIZE <= seen[_HLEN] <= plen:
                 rest = plen - len(head)
                 take = min(rest, len(peek))
                 self._pdu_left = rest - take
