@@ -137,6 +137,9 @@ class Namespace:
         self.meta: Backend | None = backends("meta", nblocks * self.metadata_size) if self.metadata_size else None
         self.fast: FastGeometry | None = None
         self._update_fast()
+        # Run when the geometry changes (the subsystem's io_state_changed, set
+        # when it is added to one: worker processes look again).
+        self.io_state_changed: Callable[[], None] = lambda: None
 
     def _update_fast(self) -> None:
         """What the I/O fast path needs of the current format, or None when
@@ -224,6 +227,7 @@ class Namespace:
         """Switch to another LBA format; every block is erased (reads zero)."""
         with self.lock:
             self.fast = None  # the fast path stops using the old geometry first
+            self.io_state_changed()
             old_bytes = self.size_bytes
             fmt = self.formats[lba_format]
             self.lba_format = lba_format
@@ -241,6 +245,7 @@ class Namespace:
                 self.meta.deallocate(0, self.meta.size)
             self.uncorrectable.clear()
             self._update_fast()
+        self.io_state_changed()
 
     def flush(self) -> None:
         """Make every completed write durable (Flush, FUA, shutdown)."""

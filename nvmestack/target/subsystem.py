@@ -309,6 +309,7 @@ class Subsystem:
             if ns.nsid > self.max_namespaces:
                 raise ValueError(f"NSID {ns.nsid} is above the subsystem's {self.max_namespaces}")
             ns.auto_attach = attach
+            ns.io_state_changed = self.io_state_changed  # a Format NVM tells the worker processes
             self.namespaces[ns.nsid] = ns
             if attach:
                 ns.attached.update(self.controllers)

@@ -449,3 +449,15 @@ def test_the_configurations_workers_and_the_option(tmp_path):
         assert server.target.workers == 0 and server.target._pool is None
     finally:
         server.close()
+
+
+def test_a_format_through_the_api_is_seen_at_once(targets, hosts):
+    """Namespace.reformat called directly (no admin command) tells the workers too."""
+    target = targets()
+    h = hosts(target)
+    io = h.io[0]
+    assert io.command(Read(nsid=1, slba=BLOCKS - 1, nblocks=1), length=BS).ok
+    target.sub.namespaces[1].reformat(3, extended=False, pi_type=0, pi_first=False)  # 4 KiB blocks
+    assert code(io.command(Read(nsid=1, slba=BLOCKS - 1, nblocks=1), length=BS)) == (
+        0, GenericStatus.LBA_OUT_OF_RANGE)
+    assert io.command(Read(nsid=1, slba=BLOCKS // 8 - 1, nblocks=1), length=4096).data == bytes(4096)
