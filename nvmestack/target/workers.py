@@ -71,7 +71,6 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-
 from ..spec.cqe import Completion
 from ..spec.opcodes import FABRICS_OPCODE, AdminOpcode, FabricsType
 from ..spec.tcp import DigestType

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
 
 import pytest
 
-from nvmestack.spec.admin import FormatNvm, GetLogPage, SetFeatures
+from nvmestack.spec.admin import FormatNvm, GetLogPage
 from nvmestack.spec.log import SmartLog
 from nvmestack.spec.nvm import Compare, DatasetManagement, DsmRange, Flush, Read, Write, WriteUncorrectable, WriteZeroes
 from nvmestack.spec.registers import Reg
@@ -25,7 +24,7 @@ from nvmestack.target import Namespace, Subsystem
 from nvmestack.target.backend import FileBackend
 from nvmestack.target.tcp import TcpTarget
 from nvmestack.target.workers import WorkerQueue
-from nvmestack.tcp import ConnectionClosed, ResponseReceived, TermReqReceived
+from nvmestack.tcp import ConnectionClosed, TermReqReceived
 
 from .conftest import NQN, RawHost
 from .test_target import code, nqn_queues, wait_until
