@@ -393,6 +393,10 @@ class _Request:
         self.completed = False
         self.merged = 0
 
+    def hreq_done(self, hreq: Any) -> None:
+        """The done callback of this request's HostRequest."""
+        self.dev._on_done(self, hreq)
+
     @property
     def end(self) -> int:
         return self.slba + self.nblocks
@@ -1166,7 +1170,13 @@ class BlockDevice(_Ops):
         self._protection()  # metadata the block layer cannot carry: refused before anything is sent
         limits = self.limits
         fua = fua and limits.write_cache
-        pieces = [_Request(self, op, slba, n, segs=s, fua=fua) for slba, n, s in _split_rw(lba, segs, limits)]
+        chunk = limits.chunk_blocks
+        if len(segs) == 1 and nblocks <= limits.max_blocks and (
+                not chunk or lba // chunk == (lba + nblocks - 1) // chunk):
+            # One buffer that fits one command: the piece _split_rw would make.
+            pieces = [_Request(self, op, lba, nblocks, segs=segs, fua=fua)]
+        else:
+            pieces = [_Request(self, op, slba, n, segs=s, fua=fua) for slba, n, s in _split_rw(lba, segs, limits)]
         return self._queue(op, value, pieces, limits)
 
     def _start_flush(self) -> BlockIO:
@@ -1310,8 +1320,19 @@ class BlockDevice(_Ops):
         """Send requests as one submission batch: ``make_request`` and
         ``submit_batch`` when the controller has them (one doorbell per
         queue, whatever the caller's own ``ctrl.plug()``), ``submit`` one
-        by one otherwise.  A request that cannot be sent fails."""
+        by one otherwise.  A request that cannot be sent fails.
+
+        The fast path: with a controller that has ``make_io`` and
+        ``submit_io`` (the host core), reads and writes without metadata
+        become requests straight from their prepared command (no copy, no
+        checks: the block layer made the command and the buffers) and the
+        batch goes to the thread's queue in one go; every other command is
+        made by ``make_request`` and joins the same batch."""
         ctrl = self.ns.ctrl
+        make_io = getattr(ctrl, "make_io", None)
+        if make_io is not None and getattr(ctrl, "submit_io", None) is not None:
+            self._dispatch_io(ctrl, make_io, rqs)
+            return
         make = getattr(ctrl, "make_request", None)
         batch = getattr(ctrl, "submit_batch", None)
         extra = {"polled": True} if self.polled else {}
@@ -1340,7 +1361,55 @@ class BlockDevice(_Ops):
                     if not hreq.done:
                         self._complete(rq, exc)
 
+    def _dispatch_io(self, ctrl: Any, make_io: Callable[..., Any], rqs: list[_Request]) -> None:
+        polled = self.polled
+        templates = self._templates
+        nsid = self.ns.nsid
+        prinfo: Any = _UNSET
+        started: list[tuple[_Request, Any]] = []
+        for rq in rqs:
+            op = rq.op
+            try:
+                if op is Op.READ or op is Op.WRITE:
+                    if prinfo is _UNSET:
+                        prinfo = self._protection()
+                    if prinfo is None:
+                        cls, direction = (Read, DIR_FROM_DEVICE) if op is Op.READ else (Write, DIR_TO_DEVICE)
+                        template = templates.get((cls, nsid))
+                        if template is None:
+                            template = templates[(cls, nsid)] = bytes(cls(nsid=nsid))
+                        raw = bytearray(template)
+                        _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, rq.slba,
+                                            (rq.nblocks - 1) | (_FUA if rq.fua else 0))
+                        hreq = make_io(cls.view(raw), rq.segs, direction, polled)
+                    else:
+                        cmd, data, direction = self._command(rq)
+                        hreq = ctrl.make_request(cmd, data, direction=direction, polled=polled)
+                else:
+                    cmd, data, direction = self._command(rq)
+                    hreq = ctrl.make_request(cmd, data, direction=direction, polled=polled)
+            except Exception as exc:  # e.g. the controller is dead: the request fails
+                self._complete(rq, exc)
+                continue
+            rq.hreq = hreq
+            for io in rq.ios:
+                io._hreqs.append(hreq)
+            hreq._callbacks.append(rq.hreq_done)  # not started yet: nobody else sees it
+            started.append((rq, hreq))
+        if started:
+            try:
+                ctrl.submit_io([hreq for _, hreq in started], polled)
+            except Exception as exc:
+                log.exception("%s: submitting %d requests failed", self.name, len(started))
+                for rq, hreq in started:
+                    if not hreq.done:
+                        self._complete(rq, exc)
+
     def _on_done(self, rq: _Request, hreq: Any) -> None:
+        status = hreq.status
+        if hreq.error is None and status is not None and status.ok:
+            self._complete(rq, None)
+            return
         exc = None
         try:
             hreq.raise_for_status()
@@ -1362,6 +1431,9 @@ class BlockDevice(_Ops):
         ios, rq.ios, rq.segs = rq.ios, [], []
         for io in ios:
             io._put(rq.slba, exc)
+
+
+_UNSET = object()
 
 
 def _unsupported(dev: BlockDevice, what: str) -> Exception:

@@ -36,8 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..spec.cqe import CQE_SIZE
 from ..spec.sqe import SQE_SIZE
@@ -123,10 +122,10 @@ class TagSet:
         return tag
 
 
-@dataclass(frozen=True, slots=True)
-class CqEntry:
+class CqEntry(NamedTuple):
     """A completion queue entry, decoded: the 16-bit status word includes
-    the phase tag in bit 0 (``Status.from_field`` takes it as it is)."""
+    the phase tag in bit 0 (``Status.from_field`` takes it as it is).  A
+    named tuple: made once per completion, it must be cheap to build."""
 
     dw0: int
     dw1: int
@@ -234,6 +233,8 @@ class HostQueue:
         # held), and with each request and its completion queue entry.
         self.on_start: Callable[[HostRequest], Any] | None = None
         self.on_complete: Callable[[HostRequest, CqEntry], Any] | None = None
+        # The core's (poll, wait) pair for requests on this queue, made once.
+        self.poll_fns: tuple[Any, Any] | None = None
         # Statistics.
         self.submitted = 0
         self.completed = 0

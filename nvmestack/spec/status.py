@@ -529,6 +529,9 @@ def _flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
+_MADE: dict = {}  # Status._make's objects (at most 2 x 32768 per class)
+
+
 class Status:
     """An immutable NVMe completion status: SCT, SC, CRD, More and DNR.
 
@@ -571,9 +574,15 @@ class Status:
 
     @classmethod
     def _make(cls, value: int, fabrics: bool) -> "Status":
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "_value", value)
-        object.__setattr__(obj, "_fabrics", bool(fabrics))
+        # Immutable: one object per (value, fabrics) of this class, made once
+        # (a completion's status is decoded on every command).
+        key = (cls, value, bool(fabrics))
+        obj = _MADE.get(key)
+        if obj is None:
+            obj = object.__new__(cls)
+            object.__setattr__(obj, "_value", value)
+            object.__setattr__(obj, "_fabrics", bool(fabrics))
+            _MADE[key] = obj
         return obj
 
     # -- decoding ----------------------------------------------------------
