@@ -150,6 +150,8 @@ _DATA_CCCID = C2HData.cccid.offset  # the same in C2HData, H2CData and R2T
 _DATA_TTAG = H2CData.ttag.offset
 _DATA_OFFSET = C2HData.datao.offset  # DATAO, and R2TO in an R2T
 _DATA_LENGTH = C2HData.datal.offset  # DATAL, and R2TL in an R2T
+assert _DATA_LENGTH == _DATA_OFFSET + 4
+_LE32X2 = _struct.Struct("<II")  # DATAO and DATAL (R2TO and R2TL) in one read
 assert (R2T.cccid.offset, R2T.ttag.offset, R2T.r2to.offset, R2T.r2tl.offset) == (
     _DATA_CCCID, _DATA_TTAG, _DATA_OFFSET, _DATA_LENGTH)
 _FES_OFF = C2HTermReq.fes.offset
@@ -1061,6 +1063,11 @@ class HostStream(_Stream):
         self.maxh2cdata = MIN_MAXH2CDATA
         self._cmds: dict[int, _HostCmd] = {}
         self._sent_icreq = False
+        # Without digests: the bytes before the SQE's end of a command capsule
+        # with no data, and before the data of one with data in the capsule
+        # (PLEN left to fill); set once the connection is live.
+        self._plain_head: bytes | None = None
+        self._plain_icd_head: bytes = b""
 
     # -- sending --------------------------------------------------------------------
 
@@ -1092,10 +1099,27 @@ class HostStream(_Stream):
             length = size
         if write and size < length:
             raise ValueError(f"write of {length} bytes with {size} bytes of data")
-        icd = bool(write and length and (in_capsule if in_capsule is not None else length <= self.max_icd))
-        data_len = length if icd else 0
-        head, layout = self._header(PduType.CAPSULE_CMD, data_len)
         raw = sqe.raw if hasattr(sqe, "raw") else _view(sqe)
+        return self.command_views(raw, views, length, write, in_capsule)
+
+    def command_views(self, raw: Any, views: list[memoryview], length: int, write: bool,
+                      in_capsule: bool | None = None) -> list:
+        """:meth:`command` for a caller whose data is checked already (the
+        host transport's mapping): ``raw`` the 64-byte SQE, ``views`` byte
+        memoryviews, none empty, holding at least ``length`` bytes when
+        ``write``."""
+        icd = bool(write and length and (in_capsule if in_capsule is not None else length <= self.max_icd))
+        plain = self._plain_head
+        if plain is not None and not icd:
+            # No digests, no data in the capsule: the header is always the same.
+            head = bytearray(plain)
+            layout = None
+        elif plain is not None:
+            head = bytearray(self._plain_icd_head)
+            _LE32.pack_into(head, _FEI_PLEN, len(head) + length)
+            layout = None
+        else:
+            head, layout = self._header(PduType.CAPSULE_CMD, length if icd else 0)
         head[_SQE_OFF : _SQE_OFF + SQE_SIZE] = raw[:SQE_SIZE]
         head[_SQE_PSDT] = (head[_SQE_PSDT] & ~_PSDT_MASK & 0xFF) | _PSDT_SGL
         _SGL_PACK.pack_into(head, _SGL_OFF, 0, length, SGL_IN_CAPSULE if icd else SGL_TRANSPORT)
@@ -1104,6 +1128,12 @@ class HostStream(_Stream):
             if cid in self._cmds:
                 raise ValueError(f"command {cid:#x} is still outstanding on this connection")
             self._cmds[cid] = _HostCmd(cid, bool(write and length and not icd), bool(length and not write), length)
+        if layout is None:
+            if not icd:
+                return [head]
+            out: list = [head]
+            out.extend(slice_buffers(views, 0, length))
+            return out
         return self._finish(head, layout, slice_buffers(views, 0, length) if icd else ())
 
     def forget(self, cid: int) -> None:
@@ -1163,6 +1193,8 @@ class HostStream(_Stream):
         self.maxh2cdata = maxh2cdata
         self.state = StreamState.LIVE
         if not self.hdgst and not self.ddgst:
+            self._plain_icd_head = bytes(self._header(PduType.CAPSULE_CMD, 1)[0])
+            self._plain_head = bytes(self._header(PduType.CAPSULE_CMD, 0)[0])
             resp_kind, data_kind, r2t_kind = PduType.CAPSULE_RESP, PduType.C2H_DATA, PduType.R2T
             align = (self.rx_pda + 1) * 4
             pdo = -(-HLEN[data_kind] // align) * align
@@ -1203,11 +1235,11 @@ class HostStream(_Stream):
         events.append(R2TReceived(*info.ref))
 
     def _check_c2h(self, pdu: memoryview, info: _Pdu) -> None:
-        hdr = C2HData.view(pdu)
-        cmd = self._cmds.get(hdr.cccid)
+        cccid = _LE16.unpack_from(pdu, _DATA_CCCID)[0]
+        cmd = self._cmds.get(cccid)
         if cmd is None or not cmd.c2h_data:
-            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_CCCID, f"C2HData for command {hdr.cccid:#x}, which reads no data")
-        datal, datao = hdr.datal, hdr.datao
+            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_CCCID, f"C2HData for command {cccid:#x}, which reads no data")
+        datao, datal = _LE32X2.unpack_from(pdu, _DATA_OFFSET)
         if datal != info.data_len or not datal:
             raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_DATAL, f"C2HData DATAL {datal}, the PDU carries {info.data_len}")
         if cmd.ended:

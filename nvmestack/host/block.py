@@ -792,16 +792,22 @@ class _Stats:
         with self.lock:
             self.merges[_GROUP[op]] += 1
 
-    def done(self, rq: _Request, block_size: int) -> None:
+    def done(self, rq: _Request, block_size: int) -> bool:
+        """Count ``rq`` as completed, once: False (nothing counted) when it
+        was already."""
         now = self.clock()
         group = _GROUP[rq.op]
         with self.lock:
+            if rq.completed:
+                return False
+            rq.completed = True
             self._update_io_ticks(now, True)
             self.ios[group] += 1
             if rq.op != Op.FLUSH:
                 self.sectors[group] += rq.nblocks * block_size // SECTOR_SIZE
             self.nsecs[group] += max(0, now - rq.start_ns)
             self.in_flight[_IS_WRITE[rq.op]] -= 1
+        return True
 
     def snapshot(self) -> IoStats:
         now = self.clock()
@@ -1418,16 +1424,15 @@ class BlockDevice(_Ops):
         self._complete(rq, exc)
 
     def _complete(self, rq: _Request, exc: BaseException | None) -> None:
-        with self._stats.lock:
-            if rq.completed:
-                self.double_completions += 1
-                log.error("%s: request %s LBA %d completed twice", self.name, rq.op.name, rq.slba)
-                return
-            rq.completed = True
         try:
-            self._stats.done(rq, self.block_size)
+            first = self._stats.done(rq, self.block_size)
         except Exception:
             log.exception("%s: statistics update failed", self.name)
+            first = True
+        if not first:
+            self.double_completions += 1
+            log.error("%s: request %s LBA %d completed twice", self.name, rq.op.name, rq.slba)
+            return
         ios, rq.ios, rq.segs = rq.ios, [], []
         for io in ios:
             io._put(rq.slba, exc)

@@ -979,7 +979,8 @@ class NvmeController:
         req.result = dw0
         req.dw1 = dw1
         req.completed_at = time.perf_counter()
-        self._trace_complete(req)
+        if req.traced:
+            self._trace_complete(req)
         if not status.ok and self._should_retry(req, status):
             req.retries += 1
             req.status = None

@@ -326,6 +326,14 @@ class HostQueue:
             req.queue = None
             return req
 
+    def _took(self, tag: int) -> None:
+        """:meth:`take` for a tag the caller just found in flight (queue lock
+        held): out of the in-flight map, the tag freed."""
+        req = self.inflight.pop(tag)
+        self.tags.put(tag)
+        self.completed += 1
+        req.queue = None
+
     def owns(self, req: "HostRequest") -> bool:
         """Whether ``req`` is in flight on this queue now."""
         with self.lock:

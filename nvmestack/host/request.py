@@ -286,7 +286,10 @@ class HostRequest:
         if event is not None:
             event.set()
         for fn in callbacks:
-            self._call(fn)
+            try:
+                fn(self)
+            except Exception:  # a caller's callback must not break the driver
+                log.exception("done callback of %r failed", self)
 
     def _call(self, fn: Callable[["HostRequest"], Any]) -> None:
         try:

@@ -412,12 +412,11 @@ class TcpQueue(HostQueue):
         """A command capsule for ``req`` (queue lock held); sent by _ring."""
         m: _TcpData | None = req.mapping
         if m is None:
-            pdus = self.stream.command(req.cmd.raw)
+            pdus = self.stream.command_views(req.cmd.raw, [], 0, False)
         else:
             m.received = 0
             m.status = None
-            pdus = self.stream.command(req.cmd.raw, m.views, length=m.length, write=m.write,
-                                       in_capsule=m.in_capsule)
+            pdus = self.stream.command_views(req.cmd.raw, m.views, m.length, m.write, m.in_capsule)
         with self._tx_lock:
             self._tx.extend(pdus)
 
@@ -618,7 +617,8 @@ class TcpQueue(HostQueue):
                 waiter.dw0, waiter.dw1 = dw0, dw1
                 waiter.event.set()
                 return None
-            req = self._lookup(cid)
+            tag = self.tags.tag_of(cid)
+            req = self.inflight.get(tag) if tag is not None else None
             if req is None:
                 self.spurious += 1
                 log.warning("queue %d: response for unknown command id %#x (status %#x) ignored", self.qid, cid,
@@ -630,7 +630,7 @@ class TcpQueue(HostQueue):
                 return f"command {cid:#x}: {m.received} of {m.length} bytes of read data before the response"
             if m is not None and m.status is not None and not status >> 1:
                 status = m.status
-            self.take(cid)
+            self._took(tag)
         done.append((req, CqEntry(dw0, dw1, sqhd, sqid, cid, status)))
         return None
 
@@ -655,7 +655,7 @@ class TcpQueue(HostQueue):
                 return None
             if m.received != m.length:
                 return f"command {ev.cid:#x}: SUCCESS after {m.received} of {m.length} bytes"
-            self.take(ev.cid)
+            self._took(req.tag)
             self.success_completions += 1
             status = m.status or 0
         done.append((req, CqEntry(0, 0, 0, self.qid, ev.cid, status)))
