@@ -977,7 +977,11 @@ class _Ops:
         return self._finish(dev._start_rw(Op.READ, lba, [memoryview(buf)] if n else [], n, buf))
 
     def readinto_blocks(self, lba: int, buf: Any):
-        return self.readv_blocks(lba, [buf])
+        dev = self._dev
+        seg = _segment(buf, True)
+        total = seg.nbytes
+        lba, n = dev._lba_range(lba, dev._whole_blocks(total))
+        return self._finish(dev._start_rw(Op.READ, lba, [seg] if total else [], n, total))
 
     def readv_blocks(self, lba: int, bufs: Iterable[Any]):
         dev = self._dev
@@ -986,7 +990,11 @@ class _Ops:
         return self._finish(dev._start_rw(Op.READ, lba, segs, n, total))
 
     def write_blocks(self, lba: int, data: Any, *, fua: bool = False):
-        return self.writev_blocks(lba, [data], fua=fua)
+        dev = self._dev
+        seg = _segment(data, False)
+        total = seg.nbytes
+        lba, n = dev._lba_range(lba, dev._whole_blocks(total))
+        return self._finish(dev._start_rw(Op.WRITE, lba, [seg] if total else [], n, total, fua=fua))
 
     def writev_blocks(self, lba: int, bufs: Iterable[Any], *, fua: bool = False):
         dev = self._dev
@@ -1238,6 +1246,17 @@ class BlockDevice(_Ops):
         if current is not None and current._closed:
             current = None
         io._plug = current
+        if len(pieces) == 1:
+            # One piece: its reference is the only one the BlockIO waits for
+            # (nothing to seal once the others are queued).
+            piece = pieces[0]
+            piece.ios.append(io)
+            if current is not None:
+                current.add(piece, limits)
+            else:
+                self._start(piece)
+                self._dispatch(pieces)
+            return io
         try:
             for piece in pieces:
                 io._get()

@@ -1155,8 +1155,13 @@ class TcpTransport(Transport):
         req.mapping = None
         if req.meta and any(mv.nbytes for mv in req.meta):
             raise TransportError("NVMe/TCP has no separate metadata buffer (use extended LBA formats)")
-        views = [mv for mv in req.data if mv.nbytes]
-        length = sum(mv.nbytes for mv in views)
+        data = req.data
+        if len(data) == 1 and data[0].nbytes:  # the usual one buffer
+            views = data
+            length = data[0].nbytes
+        else:
+            views = [mv for mv in data if mv.nbytes]
+            length = sum(mv.nbytes for mv in views)
         direction = req.direction
         raw[1] = (raw[1] & 0x3F) | Psdt.SGL_MPTR_CONTIGUOUS << 6
         if not length or direction == DIR_NONE:

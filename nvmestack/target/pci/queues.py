@@ -658,14 +658,25 @@ class QueueManager:
             self.function._admin_completed(req)
 
     def post_entry(self, sq: SubmissionQueue, cq: CompletionQueue, entry: bytearray) -> None:
-        """Post a 16-byte completion entry (SQ head and phase filled in here)."""
-        with self._posting():
-            with self.lock:
-                if not cq.alive:
-                    return
-                cq.held.append((entry, sq))
-                irqs = self._flush(cq)
-            self._signal(irqs)
+        """Post a 16-byte completion entry (SQ head and phase filled in here).
+        What :meth:`_posting` does, spelled out: this runs once per command."""
+        fn = self.function
+        with self.post_lock:
+            fn._defer_sinks(1)
+            try:
+                with self.lock:
+                    if not cq.alive:
+                        return
+                    cq.held.append((entry, sq))
+                    irqs = self._flush(cq)
+                if irqs:
+                    self._signal(irqs)
+            finally:
+                fn._defer_sinks(-1)
+        fn._flush_sinks()
+        if self._fatal:
+            self._fatal = False
+            self.ctrl.fatal()
 
     def _flush(self, cq: CompletionQueue) -> list[tuple[int, int, int]]:
         """Write waiting completions while there is room (queue lock held);
