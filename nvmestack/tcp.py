@@ -452,7 +452,9 @@ class _Stream:
         self._plain_icd = 0
         # More such headers (first four bytes) -> (type, HLEN, PDO), e.g. the
         # host's responses and C2HData; filled once the connection is live.
-        self._fast_pdus: dict[int, tuple[PduType, int, int]] = {}
+        # The last item: a function that checks such a PDU and makes its event
+        # in one go (or None: the usual _Pdu path).
+        self._fast_pdus: dict[int, tuple[PduType, int, int, Any]] = {}
 
     # -- state --------------------------------------------------------------------
 
@@ -556,9 +558,13 @@ class _Stream:
                 head = _LE64.unpack_from(mv, pos)[0]
                 known = fast_pdus.get(head & 0xFFFFFFFF)
                 if known is not None:
-                    kind, hlen, pdo = known
+                    kind, hlen, pdo, lane = known
                     plen = head >> 32
                     if (plen == hlen if not pdo else pdo < plen <= pdo + self._data_limit(kind)) and plen <= end - pos:
+                        if lane is not None:  # the type's own checks and event, without a _Pdu
+                            lane(self, mv, pos, plen, pdo, events)
+                            pos += plen
+                            continue
                         pdu = mv[pos : pos + plen]
                         info = _Pdu(kind, mv[pos + 1], hlen, plen, hlen, pdo or hlen, plen - pdo if pdo else 0, False)
                         self._hdr_ref = (pdu, 0, hlen)
@@ -1198,11 +1204,12 @@ class HostStream(_Stream):
             resp_kind, data_kind, r2t_kind = PduType.CAPSULE_RESP, PduType.C2H_DATA, PduType.R2T
             align = (self.rx_pda + 1) * 4
             pdo = -(-HLEN[data_kind] // align) * align
-            fast = {int(resp_kind) | HLEN[resp_kind] << 16: (resp_kind, HLEN[resp_kind], 0),
-                    int(r2t_kind) | HLEN[r2t_kind] << 16: (r2t_kind, HLEN[r2t_kind], 0)}
+            fast = {int(resp_kind) | HLEN[resp_kind] << 16: (resp_kind, HLEN[resp_kind], 0, HostStream._lane_response),
+                    int(r2t_kind) | HLEN[r2t_kind] << 16: (r2t_kind, HLEN[r2t_kind], 0, None)}
             if pdo <= 0xFF:
                 for flags in (0, _LAST, _LAST | _SUCCESS):
-                    fast[int(data_kind) | flags << 8 | HLEN[data_kind] << 16 | pdo << 24] = (data_kind, HLEN[data_kind], pdo)
+                    fast[int(data_kind) | flags << 8 | HLEN[data_kind] << 16 | pdo << 24] = (
+                        data_kind, HLEN[data_kind], pdo, HostStream._lane_c2h)
             self._fast_pdus = fast
         events.append(ICRespReceived(resp.pfv, resp.cpda, self.hdgst, self.ddgst, maxh2cdata))
 
@@ -1210,6 +1217,26 @@ class HostStream(_Stream):
         cid = _LE16.unpack_from(pdu, _CQE_CID)[0]
         known = self._cmds.pop(cid, None) is not None
         events.append(ResponseReceived(cid, pdu[_CQE_OFF : _CQE_OFF + 16], known))
+
+    # The fast lane's handlers (see _Stream._feed): a whole PDU without
+    # digests at ``pos`` whose common header every check accepts.
+
+    def _lane_response(self, mv: memoryview, pos: int, plen: int, pdo: int, events: list[Event]) -> None:
+        cid = _LE16.unpack_from(mv, pos + _CQE_CID)[0]
+        known = self._cmds.pop(cid, None) is not None
+        events.append(ResponseReceived(cid, mv[pos + _CQE_OFF : pos + _CQE_OFF + 16], known))
+
+    def _lane_c2h(self, mv: memoryview, pos: int, plen: int, pdo: int, events: list[Event]) -> None:
+        flags = mv[pos + _FEI_FLAGS]
+        cccid = _LE16.unpack_from(mv, pos + _DATA_CCCID)[0]
+        datao, datal = _LE32X2.unpack_from(mv, pos + _DATA_OFFSET)
+        try:
+            self._c2h_fields(cccid, datao, datal, plen - pdo, flags)
+        except _Fatal:
+            self._hdr_ref = (mv[pos : pos + plen], 0, HLEN[PduType.C2H_DATA])  # the offending header
+            raise
+        events.append(C2HDataReceived(cccid, datao, mv[pos + pdo : pos + plen], bool(flags & _LAST),
+                                      bool(flags & _SUCCESS), False))
 
     def _check_r2t(self, pdu: memoryview, info: _Pdu) -> None:
         hdr = R2T.view(pdu)
@@ -1236,12 +1263,18 @@ class HostStream(_Stream):
 
     def _check_c2h(self, pdu: memoryview, info: _Pdu) -> None:
         cccid = _LE16.unpack_from(pdu, _DATA_CCCID)[0]
+        datao, datal = _LE32X2.unpack_from(pdu, _DATA_OFFSET)
+        self._c2h_fields(cccid, datao, datal, info.data_len, info.flags)
+        info.ref = cccid
+        info.extra = datao
+
+    def _c2h_fields(self, cccid: int, datao: int, datal: int, data_len: int, flags: int) -> None:
+        """A C2HData's header against the command it names (both lanes)."""
         cmd = self._cmds.get(cccid)
         if cmd is None or not cmd.c2h_data:
             raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_CCCID, f"C2HData for command {cccid:#x}, which reads no data")
-        datao, datal = _LE32X2.unpack_from(pdu, _DATA_OFFSET)
-        if datal != info.data_len or not datal:
-            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_DATAL, f"C2HData DATAL {datal}, the PDU carries {info.data_len}")
+        if datal != data_len or not datal:
+            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_DATAL, f"C2HData DATAL {datal}, the PDU carries {data_len}")
         if cmd.ended:
             raise _Fatal(FES.PDU_SEQUENCE_ERROR, 0, f"C2HData for command {cmd.cid:#x} after its last data PDU")
         if datao + datal > cmd.length:
@@ -1250,12 +1283,10 @@ class HostStream(_Stream):
         if datao != cmd.done:
             raise _Fatal(FES.PDU_SEQUENCE_ERROR, 0, f"C2HData at offset {datao}, expected {cmd.done}")
         cmd.done += datal
-        if info.flags & _LAST:
+        if flags & _LAST:
             cmd.ended = True
-        if info.flags & _SUCCESS:
+        if flags & _SUCCESS:
             self._cmds.pop(cmd.cid, None)
-        info.ref = cmd.cid
-        info.extra = datao
 
     def _c2h(self, pdu: memoryview, info: _Pdu, events: list[Event]) -> None:
         data, bad = self._data(pdu, info)

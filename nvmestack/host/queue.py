@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..spec.cqe import CQE_SIZE
-from ..spec.sqe import SQE_SIZE
+from ..spec.sqe import SQE_SIZE, Command
 
 if TYPE_CHECKING:
     from .request import HostRequest
@@ -136,6 +136,8 @@ class CqEntry(NamedTuple):
 
 
 _CQE = struct.Struct("<IIHHHH")
+_CID = struct.Struct("<H")
+_CID_OFF = Command.cid.offset
 _STATUS = struct.Struct("<H")
 
 
@@ -262,7 +264,7 @@ class HostQueue:
                     self.waiting.append(req)
                     continue
                 req.tag = tag
-                req.cmd.cid = self.tags.cid(tag)
+                _CID.pack_into(req.cmd.raw, _CID_OFF, self.tags.cid(tag))
                 req.qid = self.qid
                 req.queue = self
                 self.inflight[tag] = req

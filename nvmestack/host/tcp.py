@@ -637,17 +637,23 @@ class TcpQueue(HostQueue):
     def _on_c2h(self, ev: C2HDataReceived, done: list) -> str | None:
         self.c2h_pdus += 1
         with self.lock:
-            req = self._lookup(ev.cid)
+            tag = self.tags.tag_of(ev.cid)
+            req = self.inflight.get(tag) if tag is not None else None
             if req is None:  # taken out of flight meanwhile (timeout while connecting)
                 return None
             m: _TcpData | None = req.mapping
             if m is None or m.write:
                 return f"C2HData for command {ev.cid:#x}, which reads no data"
-            try:
-                sg_scatter(m.views, ev.data, ev.offset)
-            except ValueError:
-                return f"C2HData {ev.offset}+{ev.data.nbytes} beyond command {ev.cid:#x}'s {m.length} bytes"
-            m.received += ev.data.nbytes
+            data, offset, views = ev.data, ev.offset, m.views
+            n = data.nbytes
+            if len(views) == 1 and offset + n <= m.length:  # one buffer: one copy, no scatter walk
+                views[0][offset : offset + n] = data
+            else:
+                try:
+                    sg_scatter(views, data, offset)
+                except ValueError:
+                    return f"C2HData {offset}+{n} beyond command {ev.cid:#x}'s {m.length} bytes"
+            m.received += n
             if ev.digest_error:
                 log.error("queue %d: data digest error in C2HData of command %#x", self.qid, ev.cid)
                 m.status = _STATUS_DATA_TRANSFER_ERROR
@@ -655,7 +661,7 @@ class TcpQueue(HostQueue):
                 return None
             if m.received != m.length:
                 return f"command {ev.cid:#x}: SUCCESS after {m.received} of {m.length} bytes"
-            self._took(req.tag)
+            self._took(tag)
             self.success_completions += 1
             status = m.status or 0
         done.append((req, CqEntry(0, 0, 0, self.qid, ev.cid, status)))
