@@ -94,7 +94,7 @@ from ..spec.nvm import (
     pack_dsm_ranges,
 )
 from ..spec.pi import PI_TUPLE_SIZE
-from .request import DIR_FROM_DEVICE, DIR_NONE, DIR_TO_DEVICE
+from .request import DIR_FROM_DEVICE, DIR_NONE, DIR_TO_DEVICE, HostRequest
 
 __all__ = [
     "DEFAULT_MAX_TRANSFER",
@@ -443,6 +443,23 @@ class _Request:
             self.slba = piece.slba
         self.nblocks += piece.nblocks
         return True
+
+
+class _IoRequest(HostRequest):
+    """A read or write of one buffer that nothing merges with: the
+    HostRequest is the block layer's request too (Linux allocates the
+    request and the driver's command together), so the fast path makes one
+    object per command.  Its HostRequest completion completes it
+    (:meth:`BlockDevice._io_done`); ``io`` is the one BlockIO it serves."""
+
+    __slots__ = ("dev", "op", "slba", "nblocks", "start_ns", "completed", "io")
+
+    def _finish(self) -> None:
+        HostRequest._finish(self)
+        try:
+            self.dev._io_done(self)
+        except Exception:  # pragma: no cover - a bug must not break the completion path
+            log.exception("completing %r", self)
 
 
 class BlockIO:
@@ -1181,13 +1198,19 @@ class BlockDevice(_Ops):
                   *, fua: bool = False) -> BlockIO:
         if nblocks == 0:
             return _done_io(op, value)
-        self._protection()  # metadata the block layer cannot carry: refused before anything is sent
+        prinfo = self._protection()  # metadata the block layer cannot carry: refused before anything is sent
         limits = self.limits
         fua = fua and limits.write_cache
         chunk = limits.chunk_blocks
         if len(segs) == 1 and nblocks <= limits.max_blocks and (
                 not chunk or lba // chunk == (lba + nblocks - 1) // chunk):
             # One buffer that fits one command: the piece _split_rw would make.
+            if prinfo is None:
+                make_io = getattr(self.ns.ctrl, "make_io", None)
+                current = _current_plug.get()
+                if make_io is not None and (current is None or current._closed or not current.merge):
+                    # Nothing can merge with it: the command itself is the request.
+                    return self._queue(op, value, [self._io_request(make_io, op, lba, nblocks, segs, fua)], limits)
             pieces = [_Request(self, op, lba, nblocks, segs=segs, fua=fua)]
         else:
             pieces = [_Request(self, op, slba, n, segs=s, fua=fua) for slba, n, s in _split_rw(lba, segs, limits)]
@@ -1250,7 +1273,11 @@ class BlockDevice(_Ops):
             # One piece: its reference is the only one the BlockIO waits for
             # (nothing to seal once the others are queued).
             piece = pieces[0]
-            piece.ios.append(io)
+            if type(piece) is _IoRequest:
+                piece.io = io
+                io._hreqs.append(piece)
+            else:
+                piece.ios.append(io)
             if current is not None:
                 current.add(piece, limits)
             else:
@@ -1386,6 +1413,40 @@ class BlockDevice(_Ops):
                     if not hreq.done:
                         self._complete(rq, exc)
 
+    def _io_request(self, make_io: Callable[..., Any], op: Op, lba: int, nblocks: int, segs: list[memoryview],
+                    fua: bool) -> _IoRequest:
+        """A read or write without metadata as one :class:`_IoRequest`: its
+        command from the prepared entry, SLBA and CDW12 packed in one go."""
+        nsid = self.ns.nsid
+        cls, direction = (Read, DIR_FROM_DEVICE) if op is Op.READ else (Write, DIR_TO_DEVICE)
+        template = self._templates.get((cls, nsid))
+        if template is None:
+            template = self._templates[(cls, nsid)] = bytes(cls(nsid=nsid))
+        raw = bytearray(template)
+        _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, lba, (nblocks - 1) | (_FUA if fua else 0))
+        req = make_io(cls.view(raw), segs, direction, self.polled, _IoRequest)
+        req.dev = self
+        req.op = op
+        req.slba = lba
+        req.nblocks = nblocks
+        req.start_ns = 0
+        req.completed = False
+        req.io = None
+        return req
+
+    def _io_done(self, req: _IoRequest) -> None:
+        """An _IoRequest finished (its HostRequest completion)."""
+        status = req.status
+        if req.error is None and status is not None and status.ok:
+            exc = None
+        else:
+            try:
+                req.raise_for_status()
+                exc = None
+            except Exception as err:
+                exc = err
+        self._complete(req, exc)
+
     def _dispatch_io(self, ctrl: Any, make_io: Callable[..., Any], rqs: list[_Request]) -> None:
         polled = self.polled
         templates = self._templates
@@ -1393,6 +1454,9 @@ class BlockDevice(_Ops):
         prinfo: Any = _UNSET
         started: list[tuple[_Request, Any]] = []
         for rq in rqs:
+            if type(rq) is _IoRequest:  # made whole by _start_rw
+                started.append((rq, rq))
+                continue
             op = rq.op
             try:
                 if op is Op.READ or op is Op.WRITE:
@@ -1428,7 +1492,10 @@ class BlockDevice(_Ops):
                 log.exception("%s: submitting %d requests failed", self.name, len(started))
                 for rq, hreq in started:
                     if not hreq.done:
-                        self._complete(rq, exc)
+                        if rq is hreq and getattr(ctrl, "_fail", None) is not None:
+                            ctrl._fail(hreq, exc)  # finishes it: _io_done completes the block request
+                        else:
+                            self._complete(rq, exc)
 
     def _on_done(self, rq: _Request, hreq: Any) -> None:
         status = hreq.status
@@ -1451,6 +1518,11 @@ class BlockDevice(_Ops):
         if not first:
             self.double_completions += 1
             log.error("%s: request %s LBA %d completed twice", self.name, rq.op.name, rq.slba)
+            return
+        if type(rq) is _IoRequest:
+            io, rq.io = rq.io, None
+            if io is not None:
+                io._put(rq.slba, exc)
             return
         ios, rq.ios, rq.segs = rq.ios, [], []
         for io in ios:

@@ -798,12 +798,14 @@ class NvmeController:
         """A request not started yet (see :meth:`submit_batch`)."""
         return self._new_request(cmd, data, meta, qid, timeout, direction, polled)
 
-    def make_io(self, cmd: Any, data: list[memoryview], direction: int, polled: bool = False) -> HostRequest:
+    def make_io(self, cmd: Any, data: list[memoryview], direction: int, polled: bool = False,
+                kind: type[HostRequest] = HostRequest) -> HostRequest:
         """:meth:`make_request` for the block layer's fast path: ``cmd`` a
         typed view of an I/O command's own 64 bytes, ``data`` byte
         memoryviews (see :meth:`HostRequest.prepared`); nothing is checked
-        or copied.  Start it with :meth:`submit_io`."""
-        req = HostRequest.prepared(cmd, data, direction)
+        or copied.  ``kind``: HostRequest or a subclass of it.  Start it
+        with :meth:`submit_io`."""
+        req = kind.prepared(cmd, data, direction)
         req.ctrl = self
         req.timeout = self.io_timeout
         req.polled = polled
