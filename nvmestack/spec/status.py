@@ -598,6 +598,8 @@ class Status:
     @classmethod
     def from_field(cls, field: int, *, fabrics: bool = False) -> "Status":
         """From the 16-bit word at CQE byte 14 (phase tag in bit 0, ignored)."""
+        if field <= 1 and field >= 0 and cls is Status and not fabrics:  # success: the usual completion
+            return _SUCCESS
         field = int(field)
         if not 0 <= field <= 0xFFFF:
             raise ValueError(f"status field {field:#x} does not fit in 16 bits")
@@ -741,6 +743,9 @@ class Status:
 
     def __reduce__(self):
         return (Status._make, (self._value, self._fabrics))
+
+
+_SUCCESS = Status._make(0, False)
 
 
 SUCCESS = Status(StatusCodeType.GENERIC, GenericStatus.SUCCESS)
