@@ -196,8 +196,29 @@ def spdk_perf(perf: str, serve: Serve, seconds: float, rw: str, bs: int, qd: int
             "target_cpu_us": used / max(1.0, iops * seconds) * 1e6}
 
 
+# Our host's configurations: (label, URL query added, bench options).  The
+# URL options are nvme connect's (disable_sqflow: reads end with a C2HData
+# carrying SUCCESS, no response capsule); --hipri is fio's polled I/O.
+HOST_VARIANTS = (
+    ("completion thread", "", []),
+    ("polled (--hipri)", "", ["--hipri"]),
+    ("polled, SQ flow control disabled", "&disable_sqflow", ["--hipri"]),
+)
+
+
 def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None) -> dict:
-    """``nvmestack bench`` (our host) in its own process; adds its CPU us per command."""
+    """``nvmestack bench`` (our host) in its own process; adds its CPU us per
+    command, without what the process spends before and after the I/O (the
+    CPU time of the same command run for a moment, subtracted)."""
+    short = _bench_cpu(device, env, 0.01, args, cpu)[0]
+    used, out = _bench_cpu(device, env, seconds, args, cpu)
+    rd = json.loads(out)["aggregate"]["read"]
+    ios = rd["total_ios"] if "total_ios" in rd else rd["iops"] * seconds
+    return {"iops": rd["iops"], "p50_us": rd["lat_ns"]["percentile"]["50.000000"] / 1e3,
+            "host_cpu_us": max(0.0, used - short) / max(1.0, ios) * 1e6}
+
+
+def _bench_cpu(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None) -> tuple[float, str]:
     cmd = NVMESTACK + ["bench", *device, *args, "--runtime", str(seconds), "--time_based", "--size", str(SPAN),
                        "-o", "json"]
     proc = subprocess.Popen(pinned(cpu, cmd) if cpu else cmd, env=env, stdout=subprocess.PIPE,
@@ -212,10 +233,7 @@ def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu
     out, err = proc.communicate()
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)}: {err.strip()}")
-    rd = json.loads(out)["aggregate"]["read"]
-    return {"iops": rd["iops"], "p50_us": rd["lat_ns"]["percentile"]["50.000000"] / 1e3,
-            "host_cpu_us": used / max(1, rd["total_ios"]) * 1e6 if "total_ios" in rd else
-            used / max(1.0, rd["iops"] * seconds) * 1e6}
+    return used, out
 
 
 def rss_kib(pid: int) -> int:
@@ -303,12 +321,14 @@ def main() -> None:
                         if got:
                             results.setdefault(("spdk", label), []).append(got)
             idle = idle_connections(serve) if "idle" not in skip else None
-            host_rows = []
+            host_rows: dict[str, list[dict]] = {}
             if "host" not in skip:
-                device = [f"tcp://127.0.0.1:{serve.port}/{NQN}?nsid=1"]
+                url = f"tcp://127.0.0.1:{serve.port}/{NQN}?nsid=1"
                 for _ in range(rep):
-                    host_rows.append(our_bench(device, serve.env, secs, ["--rw", "randread", "--bs", "4k",
-                                                                         "--iodepth", "32"], CLIENT_CPU))
+                    for label, device, extra in HOST_VARIANTS:
+                        host_rows.setdefault(label, []).append(
+                            our_bench([url + device], serve.env, secs,
+                                      ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU))
         finally:
             serve.stop()
         if "general" not in skip:
@@ -330,7 +350,7 @@ def main() -> None:
                         results.setdefault(("baseline", label), []).append(load(base, secs, **workload))
             finally:
                 base.stop()
-        pcie_rows = []
+        pcie_rows: dict[str, list[dict]] = {}
         if "pcie" not in skip:
             drive = os.path.join(tmp, "drive0")
             env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"))
@@ -340,8 +360,10 @@ def main() -> None:
                                         "--size", str(SPAN), "-o", "json"], check=True, env=env,
                            stdout=subprocess.DEVNULL)
             for _ in range(rep):
-                pcie_rows.append(our_bench([drive, "-n", "1"], env, secs,
-                                           ["--rw", "randread", "--bs", "4k", "--iodepth", "32"], None))
+                for label, extra in (("completion thread", []), ("polled (--hipri)", ["--hipri"])):
+                    pcie_rows.setdefault(label, []).append(
+                        our_bench([drive, "-n", "1"], env, secs, ["--rw", "randread", "--bs", "4k", "--iodepth", "32",
+                                                                  *extra], CLIENT_CPU))
 
     # -- report ---------------------------------------------------------------------------
     print("The machine (native tools, loopback, pinned)")
@@ -396,15 +418,20 @@ def main() -> None:
               f"Connect (its controller included), target RSS growth\n")
     if host_rows:
         print("Our host (nvmestack bench, CPU 1) against nvmestack serve (CPU 0), 4 KiB random read QD32")
-        print(f"  IOPS {spread([r['iops'] for r in host_rows])}, p50 {spread([r['p50_us'] for r in host_rows])} us, "
-              f"host CPU {spread([r['host_cpu_us'] for r in host_rows], '{:.1f}')} us/cmd")
-        if fast_rr:
-            print(f"  our host / the lean initiator on the same target: "
-                  f"{statistics.median([r['iops'] for r in host_rows]) / fast_rr:.2f}")
+        for label, rows in host_rows.items():
+            line = (f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
+                    f"p50 {spread([r['p50_us'] for r in rows])} us, "
+                    f"host CPU {spread([r['host_cpu_us'] for r in rows], '{:.1f}')} us/cmd")
+            if fast_rr:
+                line += f", / lean initiator {statistics.median([r['iops'] for r in rows]) / fast_rr:.2f}"
+            print(line)
     if pcie_rows:
-        print("An emulated PCIe drive through our host (nvmestack bench, one process), 4 KiB random read QD32")
-        print(f"  IOPS {spread([r['iops'] for r in pcie_rows])}, p50 {spread([r['p50_us'] for r in pcie_rows])} us, "
-              f"CPU {spread([r['host_cpu_us'] for r in pcie_rows], '{:.1f}')} us/cmd (host and device)")
+        print("An emulated PCIe drive through our host (nvmestack bench, one process on CPU 1), 4 KiB random read "
+              "QD32")
+        for label, rows in pcie_rows.items():
+            print(f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
+                  f"p50 {spread([r['p50_us'] for r in rows])} us, "
+                  f"CPU {spread([r['host_cpu_us'] for r in rows], '{:.1f}')} us/cmd (host and device)")
 
 
 if __name__ == "__main__":
