@@ -72,6 +72,7 @@ import contextvars
 import errno
 import logging
 import operator
+import os
 import struct
 import threading
 import time
@@ -1205,7 +1206,7 @@ class BlockDevice(_Ops):
         if len(segs) == 1 and nblocks <= limits.max_blocks and (
                 not chunk or lba // chunk == (lba + nblocks - 1) // chunk):
             # One buffer that fits one command: the piece _split_rw would make.
-            if prinfo is None:
+            if prinfo is None and FAST_PATH:
                 make_io = getattr(self.ns.ctrl, "make_io", None)
                 current = _current_plug.get()
                 if make_io is not None and (current is None or current._closed or not current.merge):
@@ -1381,7 +1382,7 @@ class BlockDevice(_Ops):
         batch goes to the thread's queue in one go; every other command is
         made by ``make_request`` and joins the same batch."""
         ctrl = self.ns.ctrl
-        make_io = getattr(ctrl, "make_io", None)
+        make_io = getattr(ctrl, "make_io", None) if FAST_PATH else None
         if make_io is not None and getattr(ctrl, "submit_io", None) is not None:
             self._dispatch_io(ctrl, make_io, rqs)
             return
@@ -1530,6 +1531,12 @@ class BlockDevice(_Ops):
 
 
 _UNSET = object()
+
+#: The block layer's fast path: reads and writes as one _IoRequest each from a
+#: prepared command, batches through ``ctrl.make_io``/``ctrl.submit_io``.
+#: Off (NVMESTACK_FAST_PATH=0, the target's switch too): every command takes
+#: the general path (_Request, make_request, submit_batch), the reference.
+FAST_PATH = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
 
 
 def _unsupported(dev: BlockDevice, what: str) -> Exception:

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from nvmestack.host import block as host_block_module
 from nvmestack.spec.cqe import Completion
 from nvmestack.spec.fabrics import Connect, ConnectData, PropertyGet, PropertySet
 from nvmestack.spec.registers import Reg
@@ -203,7 +204,7 @@ def make_subsystem(nqn=NQN, blocks=8192, **kw) -> Subsystem:
     return sub
 
 
-io_path = both_io_paths(tcp_target)
+io_path = both_io_paths(tcp_target, host_block_module)
 
 
 @pytest.fixture
