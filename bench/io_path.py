@@ -15,9 +15,17 @@ server) to CPU 0, the client side to CPU 1.  Measured:
   every command on the general path (``NVMESTACK_FAST_PATH=0``); the
   target's CPU microseconds per command come from its own CPU time;
 * our host: ``nvmestack bench`` against the same target (4 KiB random read
-  QD32), its CPU microseconds per command from its own CPU time;
+  QD32) with a completion thread, polled (``--hipri``), and polled with SQ
+  flow control disabled (``?disable_sqflow``: no response capsule after a
+  read's data), its CPU microseconds per command from its own CPU time
+  (the process's start and end excluded);
 * an emulated PCIe drive through our host (``nvmestack bench`` on a drive
-  directory), 4 KiB random read QD32.
+  directory, host and device in one process), 4 KiB random read QD32, with
+  and without ``--hipri``.
+
+``--baseline DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``)
+adds that checkout's target, its host (against this checkout's target) and
+its PCIe drive, for a before/after in one run.
 
 Each figure is measured ``--repeat`` times; min and median are printed.
 Prints a table; asserts nothing.  Needs Debian's sockperf, iperf3 and fio
@@ -206,23 +214,28 @@ HOST_VARIANTS = (
 )
 
 
-def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None) -> dict:
-    """``nvmestack bench`` (our host) in its own process; adds its CPU us per
-    command, without what the process spends before and after the I/O (the
-    CPU time of the same command run for a moment, subtracted)."""
-    short = _bench_cpu(device, env, 0.01, args, cpu)[0]
-    used, out = _bench_cpu(device, env, seconds, args, cpu)
+def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None,
+              source: str | None = None) -> dict:
+    """``nvmestack bench`` (our host, or the one of the checkout ``source``)
+    in its own process; adds its CPU us per command, without what the
+    process spends before and after the I/O (the CPU time of the same
+    command run for a moment, subtracted)."""
+    if source:
+        env = dict(env, PYTHONPATH=os.path.abspath(source))
+    short = _bench_cpu(device, env, 0.01, args, cpu, source)[0]
+    used, out = _bench_cpu(device, env, seconds, args, cpu, source)
     rd = json.loads(out)["aggregate"]["read"]
     ios = rd["total_ios"] if "total_ios" in rd else rd["iops"] * seconds
     return {"iops": rd["iops"], "p50_us": rd["lat_ns"]["percentile"]["50.000000"] / 1e3,
             "host_cpu_us": max(0.0, used - short) / max(1.0, ios) * 1e6}
 
 
-def _bench_cpu(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None) -> tuple[float, str]:
+def _bench_cpu(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None,
+               source: str | None) -> tuple[float, str]:
     cmd = NVMESTACK + ["bench", *device, *args, "--runtime", str(seconds), "--time_based", "--size", str(SPAN),
                        "-o", "json"]
     proc = subprocess.Popen(pinned(cpu, cmd) if cpu else cmd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=os.path.abspath(source) if source else None)
     used = 0.0
     while proc.poll() is None:  # its CPU time just before it exits
         try:
@@ -329,6 +342,12 @@ def main() -> None:
                         host_rows.setdefault(label, []).append(
                             our_bench([url + device], serve.env, secs,
                                       ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU))
+                    if opts.baseline:  # the other checkout's host against the same target
+                        for label, device, extra in HOST_VARIANTS[:2]:
+                            host_rows.setdefault(f"{label}, baseline", []).append(
+                                our_bench([url + device], serve.env, secs,
+                                          ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU,
+                                          source=opts.baseline))
         finally:
             serve.stop()
         if "general" not in skip:
@@ -352,18 +371,23 @@ def main() -> None:
                 base.stop()
         pcie_rows: dict[str, list[dict]] = {}
         if "pcie" not in skip:
-            drive = os.path.join(tmp, "drive0")
-            env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"))
-            subprocess.run(NVMESTACK + ["drive", "create", "-s", "1G", drive], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-            subprocess.run(NVMESTACK + ["bench", drive, "-n", "1", "--rw", "write", "--bs", "128k", "--iodepth", "8",
-                                        "--size", str(SPAN), "-o", "json"], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-            for _ in range(rep):
-                for label, extra in (("completion thread", []), ("polled (--hipri)", ["--hipri"])):
-                    pcie_rows.setdefault(label, []).append(
-                        our_bench([drive, "-n", "1"], env, secs, ["--rw", "randread", "--bs", "4k", "--iodepth", "32",
-                                                                  *extra], CLIENT_CPU))
+            drives = [("", None)] + ([(", baseline", opts.baseline)] if opts.baseline else [])
+            for n, (suffix, source) in enumerate(drives):
+                drive = os.path.join(tmp, f"drive{n}")
+                env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"))
+                where = {"env": dict(env, PYTHONPATH=os.path.abspath(source)), "cwd": os.path.abspath(source)} \
+                    if source else {"env": env}
+                subprocess.run(NVMESTACK + ["drive", "create", "-s", "1G", drive], check=True,
+                               stdout=subprocess.DEVNULL, **where)
+                subprocess.run(NVMESTACK + ["bench", drive, "-n", "1", "--rw", "write", "--bs", "128k", "--iodepth",
+                                            "8", "--size", str(SPAN), "-o", "json"], check=True,
+                               stdout=subprocess.DEVNULL, **where)
+                for _ in range(rep):
+                    for label, extra in (("completion thread", []), ("polled (--hipri)", ["--hipri"])):
+                        pcie_rows.setdefault(label + suffix, []).append(
+                            our_bench([drive, "-n", "1"], env, secs,
+                                      ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU,
+                                      source=source))
 
     # -- report ---------------------------------------------------------------------------
     print("The machine (native tools, loopback, pinned)")
