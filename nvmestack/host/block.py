@@ -1338,14 +1338,7 @@ class BlockDevice(_Ops):
             cls, direction = (Read, DIR_FROM_DEVICE) if op == Op.READ else (Write, DIR_TO_DEVICE)
             prinfo = self._protection()
             if prinfo is None:
-                # The common case from a prepared entry: SLBA and CDW12 (NLB, FUA) packed in one go.
-                key = (cls, nsid)
-                template = self._templates.get(key)
-                if template is None:
-                    template = self._templates[key] = bytes(cls(nsid=nsid))
-                raw = bytearray(template)
-                _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, rq.slba, (rq.nblocks - 1) | (_FUA if rq.fua else 0))
-                return cls.view(raw), rq.segs, direction
+                return self._plain_rw(cls, rq.slba, rq.nblocks, rq.fua), rq.segs, direction
             cmd = cls(nsid=nsid, slba=rq.slba, nblocks=rq.nblocks, fua=rq.fua)
             cmd.prinfo = prinfo
             cmd.reftag = rq.slba & 0xFFFFFFFF
@@ -1369,31 +1362,32 @@ class BlockDevice(_Ops):
             cmd.reftag = rq.slba & 0xFFFFFFFF
         return cmd, None, DIR_NONE
 
-    def _dispatch(self, rqs: list[_Request]) -> None:
+    def _dispatch(self, rqs: list[Any]) -> None:
         """Send requests as one submission batch: ``make_request`` and
         ``submit_batch`` when the controller has them (one doorbell per
         queue, whatever the caller's own ``ctrl.plug()``), ``submit`` one
         by one otherwise.  A request that cannot be sent fails.
 
-        The fast path: with a controller that has ``make_io`` and
-        ``submit_io`` (the host core), reads and writes without metadata
-        become requests straight from their prepared command (no copy, no
-        checks: the block layer made the command and the buffers) and the
-        batch goes to the thread's queue in one go; every other command is
-        made by ``make_request`` and joins the same batch."""
+        The fast path: with a controller that has ``submit_io`` (the host
+        core), the _IoRequests _start_rw made and the requests
+        ``make_request`` makes for every other piece go to the thread's
+        queue as one batch."""
         ctrl = self.ns.ctrl
-        make_io = getattr(ctrl, "make_io", None) if FAST_PATH else None
-        if make_io is not None and getattr(ctrl, "submit_io", None) is not None:
-            self._dispatch_io(ctrl, make_io, rqs)
-            return
+        submit_io = getattr(ctrl, "submit_io", None)
+        fast = submit_io is not None and (FAST_PATH or any(type(rq) is _IoRequest for rq in rqs))
         make = getattr(ctrl, "make_request", None)
         batch = getattr(ctrl, "submit_batch", None)
-        extra = {"polled": True} if self.polled else {}
-        started: list[tuple[_Request, Any]] = []
+        batched = make is not None and (fast or batch is not None)
+        polled = self.polled
+        extra = {"polled": True} if polled else {}
+        started: list[tuple[Any, Any]] = []
         for rq in rqs:
+            if type(rq) is _IoRequest:  # made whole by _start_rw
+                started.append((rq, rq))
+                continue
             try:
                 cmd, data, direction = self._command(rq)
-                if make is not None and batch is not None:
+                if batched:
                     hreq = make(cmd, data, direction=direction, **extra)
                 else:
                     hreq = ctrl.submit(cmd, data, direction=direction, **extra)
@@ -1403,29 +1397,41 @@ class BlockDevice(_Ops):
             rq.hreq = hreq
             for io in rq.ios:
                 io._hreqs.append(hreq)
-            hreq.add_done_callback(lambda h, rq=rq: self._on_done(rq, h))
+            hreq.add_done_callback(rq.hreq_done)
             started.append((rq, hreq))
-        if started and make is not None and batch is not None:
-            try:
+        if not started or not batched:
+            return
+        try:
+            if fast:
+                submit_io([hreq for _, hreq in started], polled)
+            else:
                 batch([hreq for _, hreq in started])
-            except Exception as exc:
-                log.exception("%s: submitting %d requests failed", self.name, len(started))
-                for rq, hreq in started:
-                    if not hreq.done:
+        except Exception as exc:
+            log.exception("%s: submitting %d requests failed", self.name, len(started))
+            for rq, hreq in started:
+                if not hreq.done:
+                    if rq is hreq and getattr(ctrl, "_fail", None) is not None:
+                        ctrl._fail(hreq, exc)  # finishes it: _io_done completes the block request
+                    else:
                         self._complete(rq, exc)
+
+    def _plain_rw(self, cls: type, slba: int, nblocks: int, fua: bool) -> Any:
+        """A Read or Write without metadata from the namespace's prepared
+        entry: SLBA and CDW12 (NLB, FUA) packed in one go."""
+        nsid = self.ns.nsid
+        template = self._templates.get((cls, nsid))
+        if template is None:
+            template = self._templates[(cls, nsid)] = bytes(cls(nsid=nsid))
+        raw = bytearray(template)
+        _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, slba, (nblocks - 1) | (_FUA if fua else 0))
+        return cls.view(raw)
 
     def _io_request(self, make_io: Callable[..., Any], op: Op, lba: int, nblocks: int, segs: list[memoryview],
                     fua: bool) -> _IoRequest:
         """A read or write without metadata as one :class:`_IoRequest`: its
         command from the prepared entry, SLBA and CDW12 packed in one go."""
-        nsid = self.ns.nsid
         cls, direction = (Read, DIR_FROM_DEVICE) if op is Op.READ else (Write, DIR_TO_DEVICE)
-        template = self._templates.get((cls, nsid))
-        if template is None:
-            template = self._templates[(cls, nsid)] = bytes(cls(nsid=nsid))
-        raw = bytearray(template)
-        _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, lba, (nblocks - 1) | (_FUA if fua else 0))
-        req = make_io(cls.view(raw), segs, direction, self.polled, _IoRequest)
+        req = make_io(self._plain_rw(cls, lba, nblocks, fua), segs, direction, self.polled, _IoRequest)
         req.dev = self
         req.op = op
         req.slba = lba
@@ -1437,66 +1443,7 @@ class BlockDevice(_Ops):
 
     def _io_done(self, req: _IoRequest) -> None:
         """An _IoRequest finished (its HostRequest completion)."""
-        status = req.status
-        if req.error is None and status is not None and status.ok:
-            exc = None
-        else:
-            try:
-                req.raise_for_status()
-                exc = None
-            except Exception as err:
-                exc = err
-        self._complete(req, exc)
-
-    def _dispatch_io(self, ctrl: Any, make_io: Callable[..., Any], rqs: list[_Request]) -> None:
-        polled = self.polled
-        templates = self._templates
-        nsid = self.ns.nsid
-        prinfo: Any = _UNSET
-        started: list[tuple[_Request, Any]] = []
-        for rq in rqs:
-            if type(rq) is _IoRequest:  # made whole by _start_rw
-                started.append((rq, rq))
-                continue
-            op = rq.op
-            try:
-                if op is Op.READ or op is Op.WRITE:
-                    if prinfo is _UNSET:
-                        prinfo = self._protection()
-                    if prinfo is None:
-                        cls, direction = (Read, DIR_FROM_DEVICE) if op is Op.READ else (Write, DIR_TO_DEVICE)
-                        template = templates.get((cls, nsid))
-                        if template is None:
-                            template = templates[(cls, nsid)] = bytes(cls(nsid=nsid))
-                        raw = bytearray(template)
-                        _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, rq.slba,
-                                            (rq.nblocks - 1) | (_FUA if rq.fua else 0))
-                        hreq = make_io(cls.view(raw), rq.segs, direction, polled)
-                    else:
-                        cmd, data, direction = self._command(rq)
-                        hreq = ctrl.make_request(cmd, data, direction=direction, polled=polled)
-                else:
-                    cmd, data, direction = self._command(rq)
-                    hreq = ctrl.make_request(cmd, data, direction=direction, polled=polled)
-            except Exception as exc:  # e.g. the controller is dead: the request fails
-                self._complete(rq, exc)
-                continue
-            rq.hreq = hreq
-            for io in rq.ios:
-                io._hreqs.append(hreq)
-            hreq._callbacks.append(rq.hreq_done)  # not started yet: nobody else sees it
-            started.append((rq, hreq))
-        if started:
-            try:
-                ctrl.submit_io([hreq for _, hreq in started], polled)
-            except Exception as exc:
-                log.exception("%s: submitting %d requests failed", self.name, len(started))
-                for rq, hreq in started:
-                    if not hreq.done:
-                        if rq is hreq and getattr(ctrl, "_fail", None) is not None:
-                            ctrl._fail(hreq, exc)  # finishes it: _io_done completes the block request
-                        else:
-                            self._complete(rq, exc)
+        self._on_done(req, req)
 
     def _on_done(self, rq: _Request, hreq: Any) -> None:
         status = hreq.status
@@ -1529,8 +1476,6 @@ class BlockDevice(_Ops):
         for io in ios:
             io._put(rq.slba, exc)
 
-
-_UNSET = object()
 
 #: The block layer's fast path: reads and writes as one _IoRequest each from a
 #: prepared command, batches through ``ctrl.make_io``/``ctrl.submit_io``.
