@@ -15,9 +15,17 @@ server) to CPU 0, the client side to CPU 1.  Measured:
   every command on the general path (``NVMESTACK_FAST_PATH=0``); the
   target's CPU microseconds per command come from its own CPU time;
 * our host: ``nvmestack bench`` against the same target (4 KiB random read
-  QD32), its CPU microseconds per command from its own CPU time;
+  QD32) with a completion thread, polled (``--hipri``), and polled with SQ
+  flow control disabled (``?disable_sqflow``: no response capsule after a
+  read's data), its CPU microseconds per command from its own CPU time
+  (the process's start and end excluded);
 * an emulated PCIe drive through our host (``nvmestack bench`` on a drive
-  directory), 4 KiB random read QD32.
+  directory, host and device in one process), 4 KiB random read QD32, with
+  and without ``--hipri``.
+
+``--baseline DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``)
+adds that checkout's target, its host (against this checkout's target) and
+its PCIe drive, for a before/after in one run.
 
 Each figure is measured ``--repeat`` times; min and median are printed.
 Prints a table; asserts nothing.  Needs Debian's sockperf, iperf3 and fio
@@ -196,12 +204,38 @@ def spdk_perf(perf: str, serve: Serve, seconds: float, rw: str, bs: int, qd: int
             "target_cpu_us": used / max(1.0, iops * seconds) * 1e6}
 
 
-def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None) -> dict:
-    """``nvmestack bench`` (our host) in its own process; adds its CPU us per command."""
+# Our host's configurations: (label, URL query added, bench options).  The
+# URL options are nvme connect's (disable_sqflow: reads end with a C2HData
+# carrying SUCCESS, no response capsule); --hipri is fio's polled I/O.
+HOST_VARIANTS = (
+    ("completion thread", "", []),
+    ("polled (--hipri)", "", ["--hipri"]),
+    ("polled, SQ flow control disabled", "&disable_sqflow", ["--hipri"]),
+)
+
+
+def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None,
+              source: str | None = None) -> dict:
+    """``nvmestack bench`` (our host, or the one of the checkout ``source``)
+    in its own process; adds its CPU us per command, without what the
+    process spends before and after the I/O (the CPU time of the same
+    command run for a moment, subtracted)."""
+    if source:
+        env = dict(env, PYTHONPATH=os.path.abspath(source))
+    short = _bench_cpu(device, env, 0.01, args, cpu, source)[0]
+    used, out = _bench_cpu(device, env, seconds, args, cpu, source)
+    rd = json.loads(out)["aggregate"]["read"]
+    ios = rd["total_ios"] if "total_ios" in rd else rd["iops"] * seconds
+    return {"iops": rd["iops"], "p50_us": rd["lat_ns"]["percentile"]["50.000000"] / 1e3,
+            "host_cpu_us": max(0.0, used - short) / max(1.0, ios) * 1e6}
+
+
+def _bench_cpu(device: list[str], env: dict, seconds: float, args: list[str], cpu: str | None,
+               source: str | None) -> tuple[float, str]:
     cmd = NVMESTACK + ["bench", *device, *args, "--runtime", str(seconds), "--time_based", "--size", str(SPAN),
                        "-o", "json"]
     proc = subprocess.Popen(pinned(cpu, cmd) if cpu else cmd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=os.path.abspath(source) if source else None)
     used = 0.0
     while proc.poll() is None:  # its CPU time just before it exits
         try:
@@ -212,10 +246,7 @@ def our_bench(device: list[str], env: dict, seconds: float, args: list[str], cpu
     out, err = proc.communicate()
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)}: {err.strip()}")
-    rd = json.loads(out)["aggregate"]["read"]
-    return {"iops": rd["iops"], "p50_us": rd["lat_ns"]["percentile"]["50.000000"] / 1e3,
-            "host_cpu_us": used / max(1, rd["total_ios"]) * 1e6 if "total_ios" in rd else
-            used / max(1.0, rd["iops"] * seconds) * 1e6}
+    return used, out
 
 
 def rss_kib(pid: int) -> int:
@@ -303,12 +334,20 @@ def main() -> None:
                         if got:
                             results.setdefault(("spdk", label), []).append(got)
             idle = idle_connections(serve) if "idle" not in skip else None
-            host_rows = []
+            host_rows: dict[str, list[dict]] = {}
             if "host" not in skip:
-                device = [f"tcp://127.0.0.1:{serve.port}/{NQN}?nsid=1"]
+                url = f"tcp://127.0.0.1:{serve.port}/{NQN}?nsid=1"
                 for _ in range(rep):
-                    host_rows.append(our_bench(device, serve.env, secs, ["--rw", "randread", "--bs", "4k",
-                                                                         "--iodepth", "32"], CLIENT_CPU))
+                    for label, device, extra in HOST_VARIANTS:
+                        host_rows.setdefault(label, []).append(
+                            our_bench([url + device], serve.env, secs,
+                                      ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU))
+                    if opts.baseline:  # the other checkout's host against the same target
+                        for label, device, extra in HOST_VARIANTS[:2]:
+                            host_rows.setdefault(f"{label}, baseline", []).append(
+                                our_bench([url + device], serve.env, secs,
+                                          ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU,
+                                          source=opts.baseline))
         finally:
             serve.stop()
         if "general" not in skip:
@@ -330,18 +369,25 @@ def main() -> None:
                         results.setdefault(("baseline", label), []).append(load(base, secs, **workload))
             finally:
                 base.stop()
-        pcie_rows = []
+        pcie_rows: dict[str, list[dict]] = {}
         if "pcie" not in skip:
-            drive = os.path.join(tmp, "drive0")
-            env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"))
-            subprocess.run(NVMESTACK + ["drive", "create", "-s", "1G", drive], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-            subprocess.run(NVMESTACK + ["bench", drive, "-n", "1", "--rw", "write", "--bs", "128k", "--iodepth", "8",
-                                        "--size", str(SPAN), "-o", "json"], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-            for _ in range(rep):
-                pcie_rows.append(our_bench([drive, "-n", "1"], env, secs,
-                                           ["--rw", "randread", "--bs", "4k", "--iodepth", "32"], None))
+            drives = [("", None)] + ([(", baseline", opts.baseline)] if opts.baseline else [])
+            for n, (suffix, source) in enumerate(drives):
+                drive = os.path.join(tmp, f"drive{n}")
+                env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"))
+                where = {"env": dict(env, PYTHONPATH=os.path.abspath(source)), "cwd": os.path.abspath(source)} \
+                    if source else {"env": env}
+                subprocess.run(NVMESTACK + ["drive", "create", "-s", "1G", drive], check=True,
+                               stdout=subprocess.DEVNULL, **where)
+                subprocess.run(NVMESTACK + ["bench", drive, "-n", "1", "--rw", "write", "--bs", "128k", "--iodepth",
+                                            "8", "--size", str(SPAN), "-o", "json"], check=True,
+                               stdout=subprocess.DEVNULL, **where)
+                for _ in range(rep):
+                    for label, extra in (("completion thread", []), ("polled (--hipri)", ["--hipri"])):
+                        pcie_rows.setdefault(label + suffix, []).append(
+                            our_bench([drive, "-n", "1"], env, secs,
+                                      ["--rw", "randread", "--bs", "4k", "--iodepth", "32", *extra], CLIENT_CPU,
+                                      source=source))
 
     # -- report ---------------------------------------------------------------------------
     print("The machine (native tools, loopback, pinned)")
@@ -396,15 +442,20 @@ def main() -> None:
               f"Connect (its controller included), target RSS growth\n")
     if host_rows:
         print("Our host (nvmestack bench, CPU 1) against nvmestack serve (CPU 0), 4 KiB random read QD32")
-        print(f"  IOPS {spread([r['iops'] for r in host_rows])}, p50 {spread([r['p50_us'] for r in host_rows])} us, "
-              f"host CPU {spread([r['host_cpu_us'] for r in host_rows], '{:.1f}')} us/cmd")
-        if fast_rr:
-            print(f"  our host / the lean initiator on the same target: "
-                  f"{statistics.median([r['iops'] for r in host_rows]) / fast_rr:.2f}")
+        for label, rows in host_rows.items():
+            line = (f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
+                    f"p50 {spread([r['p50_us'] for r in rows])} us, "
+                    f"host CPU {spread([r['host_cpu_us'] for r in rows], '{:.1f}')} us/cmd")
+            if fast_rr:
+                line += f", / lean initiator {statistics.median([r['iops'] for r in rows]) / fast_rr:.2f}"
+            print(line)
     if pcie_rows:
-        print("An emulated PCIe drive through our host (nvmestack bench, one process), 4 KiB random read QD32")
-        print(f"  IOPS {spread([r['iops'] for r in pcie_rows])}, p50 {spread([r['p50_us'] for r in pcie_rows])} us, "
-              f"CPU {spread([r['host_cpu_us'] for r in pcie_rows], '{:.1f}')} us/cmd (host and device)")
+        print("An emulated PCIe drive through our host (nvmestack bench, one process on CPU 1), 4 KiB random read "
+              "QD32")
+        for label, rows in pcie_rows.items():
+            print(f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
+                  f"p50 {spread([r['p50_us'] for r in rows])} us, "
+                  f"CPU {spread([r['host_cpu_us'] for r in rows], '{:.1f}')} us/cmd (host and device)")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,8 @@ _DATA_CCCID = C2HData.cccid.offset  # the same in C2HData, H2CData and R2T
 _DATA_TTAG = H2CData.ttag.offset
 _DATA_OFFSET = C2HData.datao.offset  # DATAO, and R2TO in an R2T
 _DATA_LENGTH = C2HData.datal.offset  # DATAL, and R2TL in an R2T
+assert _DATA_LENGTH == _DATA_OFFSET + 4
+_LE32X2 = _struct.Struct("<II")  # DATAO and DATAL (R2TO and R2TL) in one read
 assert (R2T.cccid.offset, R2T.ttag.offset, R2T.r2to.offset, R2T.r2tl.offset) == (
     _DATA_CCCID, _DATA_TTAG, _DATA_OFFSET, _DATA_LENGTH)
 _FES_OFF = C2HTermReq.fes.offset
@@ -450,7 +452,9 @@ class _Stream:
         self._plain_icd = 0
         # More such headers (first four bytes) -> (type, HLEN, PDO), e.g. the
         # host's responses and C2HData; filled once the connection is live.
-        self._fast_pdus: dict[int, tuple[PduType, int, int]] = {}
+        # The last item: a function that checks such a PDU and makes its event
+        # in one go (or None: the usual _Pdu path).
+        self._fast_pdus: dict[int, tuple[PduType, int, int, Any]] = {}
 
     # -- state --------------------------------------------------------------------
 
@@ -554,9 +558,13 @@ class _Stream:
                 head = _LE64.unpack_from(mv, pos)[0]
                 known = fast_pdus.get(head & 0xFFFFFFFF)
                 if known is not None:
-                    kind, hlen, pdo = known
+                    kind, hlen, pdo, lane = known
                     plen = head >> 32
                     if (plen == hlen if not pdo else pdo < plen <= pdo + self._data_limit(kind)) and plen <= end - pos:
+                        if lane is not None:  # the type's own checks and event, without a _Pdu
+                            lane(self, mv, pos, plen, pdo, events)
+                            pos += plen
+                            continue
                         pdu = mv[pos : pos + plen]
                         info = _Pdu(kind, mv[pos + 1], hlen, plen, hlen, pdo or hlen, plen - pdo if pdo else 0, False)
                         self._hdr_ref = (pdu, 0, hlen)
@@ -1061,6 +1069,11 @@ class HostStream(_Stream):
         self.maxh2cdata = MIN_MAXH2CDATA
         self._cmds: dict[int, _HostCmd] = {}
         self._sent_icreq = False
+        # Without digests: the bytes before the SQE's end of a command capsule
+        # with no data, and before the data of one with data in the capsule
+        # (PLEN left to fill); set once the connection is live.
+        self._plain_head: bytes | None = None
+        self._plain_icd_head: bytes = b""
 
     # -- sending --------------------------------------------------------------------
 
@@ -1092,10 +1105,27 @@ class HostStream(_Stream):
             length = size
         if write and size < length:
             raise ValueError(f"write of {length} bytes with {size} bytes of data")
-        icd = bool(write and length and (in_capsule if in_capsule is not None else length <= self.max_icd))
-        data_len = length if icd else 0
-        head, layout = self._header(PduType.CAPSULE_CMD, data_len)
         raw = sqe.raw if hasattr(sqe, "raw") else _view(sqe)
+        return self.command_views(raw, views, length, write, in_capsule)
+
+    def command_views(self, raw: Any, views: list[memoryview], length: int, write: bool,
+                      in_capsule: bool | None = None) -> list:
+        """:meth:`command` for a caller whose data is checked already (the
+        host transport's mapping): ``raw`` the 64-byte SQE, ``views`` byte
+        memoryviews, none empty, holding at least ``length`` bytes when
+        ``write``."""
+        icd = bool(write and length and (in_capsule if in_capsule is not None else length <= self.max_icd))
+        plain = self._plain_head
+        if plain is not None and not icd:
+            # No digests, no data in the capsule: the header is always the same.
+            head = bytearray(plain)
+            layout = None
+        elif plain is not None:
+            head = bytearray(self._plain_icd_head)
+            _LE32.pack_into(head, _FEI_PLEN, len(head) + length)
+            layout = None
+        else:
+            head, layout = self._header(PduType.CAPSULE_CMD, length if icd else 0)
         head[_SQE_OFF : _SQE_OFF + SQE_SIZE] = raw[:SQE_SIZE]
         head[_SQE_PSDT] = (head[_SQE_PSDT] & ~_PSDT_MASK & 0xFF) | _PSDT_SGL
         _SGL_PACK.pack_into(head, _SGL_OFF, 0, length, SGL_IN_CAPSULE if icd else SGL_TRANSPORT)
@@ -1104,6 +1134,12 @@ class HostStream(_Stream):
             if cid in self._cmds:
                 raise ValueError(f"command {cid:#x} is still outstanding on this connection")
             self._cmds[cid] = _HostCmd(cid, bool(write and length and not icd), bool(length and not write), length)
+        if layout is None:
+            if not icd:
+                return [head]
+            out: list = [head]
+            out.extend(slice_buffers(views, 0, length))
+            return out
         return self._finish(head, layout, slice_buffers(views, 0, length) if icd else ())
 
     def forget(self, cid: int) -> None:
@@ -1163,14 +1199,17 @@ class HostStream(_Stream):
         self.maxh2cdata = maxh2cdata
         self.state = StreamState.LIVE
         if not self.hdgst and not self.ddgst:
+            self._plain_icd_head = bytes(self._header(PduType.CAPSULE_CMD, 1)[0])
+            self._plain_head = bytes(self._header(PduType.CAPSULE_CMD, 0)[0])
             resp_kind, data_kind, r2t_kind = PduType.CAPSULE_RESP, PduType.C2H_DATA, PduType.R2T
             align = (self.rx_pda + 1) * 4
             pdo = -(-HLEN[data_kind] // align) * align
-            fast = {int(resp_kind) | HLEN[resp_kind] << 16: (resp_kind, HLEN[resp_kind], 0),
-                    int(r2t_kind) | HLEN[r2t_kind] << 16: (r2t_kind, HLEN[r2t_kind], 0)}
+            fast = {int(resp_kind) | HLEN[resp_kind] << 16: (resp_kind, HLEN[resp_kind], 0, HostStream._lane_response),
+                    int(r2t_kind) | HLEN[r2t_kind] << 16: (r2t_kind, HLEN[r2t_kind], 0, None)}
             if pdo <= 0xFF:
                 for flags in (0, _LAST, _LAST | _SUCCESS):
-                    fast[int(data_kind) | flags << 8 | HLEN[data_kind] << 16 | pdo << 24] = (data_kind, HLEN[data_kind], pdo)
+                    fast[int(data_kind) | flags << 8 | HLEN[data_kind] << 16 | pdo << 24] = (
+                        data_kind, HLEN[data_kind], pdo, HostStream._lane_c2h)
             self._fast_pdus = fast
         events.append(ICRespReceived(resp.pfv, resp.cpda, self.hdgst, self.ddgst, maxh2cdata))
 
@@ -1178,6 +1217,26 @@ class HostStream(_Stream):
         cid = _LE16.unpack_from(pdu, _CQE_CID)[0]
         known = self._cmds.pop(cid, None) is not None
         events.append(ResponseReceived(cid, pdu[_CQE_OFF : _CQE_OFF + 16], known))
+
+    # The fast lane's handlers (see _Stream._feed): a whole PDU without
+    # digests at ``pos`` whose common header every check accepts.
+
+    def _lane_response(self, mv: memoryview, pos: int, plen: int, pdo: int, events: list[Event]) -> None:
+        cid = _LE16.unpack_from(mv, pos + _CQE_CID)[0]
+        known = self._cmds.pop(cid, None) is not None
+        events.append(ResponseReceived(cid, mv[pos + _CQE_OFF : pos + _CQE_OFF + 16], known))
+
+    def _lane_c2h(self, mv: memoryview, pos: int, plen: int, pdo: int, events: list[Event]) -> None:
+        flags = mv[pos + _FEI_FLAGS]
+        cccid = _LE16.unpack_from(mv, pos + _DATA_CCCID)[0]
+        datao, datal = _LE32X2.unpack_from(mv, pos + _DATA_OFFSET)
+        try:
+            self._c2h_fields(cccid, datao, datal, plen - pdo, flags)
+        except _Fatal:
+            self._hdr_ref = (mv[pos : pos + plen], 0, HLEN[PduType.C2H_DATA])  # the offending header
+            raise
+        events.append(C2HDataReceived(cccid, datao, mv[pos + pdo : pos + plen], bool(flags & _LAST),
+                                      bool(flags & _SUCCESS), False))
 
     def _check_r2t(self, pdu: memoryview, info: _Pdu) -> None:
         hdr = R2T.view(pdu)
@@ -1203,13 +1262,19 @@ class HostStream(_Stream):
         events.append(R2TReceived(*info.ref))
 
     def _check_c2h(self, pdu: memoryview, info: _Pdu) -> None:
-        hdr = C2HData.view(pdu)
-        cmd = self._cmds.get(hdr.cccid)
+        cccid = _LE16.unpack_from(pdu, _DATA_CCCID)[0]
+        datao, datal = _LE32X2.unpack_from(pdu, _DATA_OFFSET)
+        self._c2h_fields(cccid, datao, datal, info.data_len, info.flags)
+        info.ref = cccid
+        info.extra = datao
+
+    def _c2h_fields(self, cccid: int, datao: int, datal: int, data_len: int, flags: int) -> None:
+        """A C2HData's header against the command it names (both lanes)."""
+        cmd = self._cmds.get(cccid)
         if cmd is None or not cmd.c2h_data:
-            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_CCCID, f"C2HData for command {hdr.cccid:#x}, which reads no data")
-        datal, datao = hdr.datal, hdr.datao
-        if datal != info.data_len or not datal:
-            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_DATAL, f"C2HData DATAL {datal}, the PDU carries {info.data_len}")
+            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_CCCID, f"C2HData for command {cccid:#x}, which reads no data")
+        if datal != data_len or not datal:
+            raise _Fatal(FES.INVALID_HEADER_FIELD, _FEI_DATAL, f"C2HData DATAL {datal}, the PDU carries {data_len}")
         if cmd.ended:
             raise _Fatal(FES.PDU_SEQUENCE_ERROR, 0, f"C2HData for command {cmd.cid:#x} after its last data PDU")
         if datao + datal > cmd.length:
@@ -1218,12 +1283,10 @@ class HostStream(_Stream):
         if datao != cmd.done:
             raise _Fatal(FES.PDU_SEQUENCE_ERROR, 0, f"C2HData at offset {datao}, expected {cmd.done}")
         cmd.done += datal
-        if info.flags & _LAST:
+        if flags & _LAST:
             cmd.ended = True
-        if info.flags & _SUCCESS:
+        if flags & _SUCCESS:
             self._cmds.pop(cmd.cid, None)
-        info.ref = cmd.cid
-        info.extra = datao
 
     def _c2h(self, pdu: memoryview, info: _Pdu, events: list[Event]) -> None:
         data, bad = self._data(pdu, info)

@@ -8,13 +8,15 @@ from types import ModuleType
 import pytest
 
 
-def both_io_paths(module: ModuleType, *, workers: int = 0):
+def both_io_paths(*modules: ModuleType, workers: int = 0):
     """An autouse fixture ``io_path`` for a conftest: every test runs with
-    the I/O fast path (target/fastpath.py) and with every command on the
-    general path (``module.FAST_PATH``, the default of the transport the
-    tests build), with the same expectations; the fixture's value says which.
+    the I/O fast paths (target/fastpath.py, the host block layer's) and
+    with every command on the general path (``module.FAST_PATH`` of each
+    module: the default of the transport the tests build, the host's block
+    layer), with the same expectations; the fixture's value says which.
     With ``workers``, both run once more with that many worker processes
-    serving the I/O queues (``module.WORKERS``, target/workers.py)."""
+    serving the I/O queues (``module.WORKERS`` of the modules that have it:
+    target/tcp.py, see target/workers.py)."""
 
     params = [("fast", 0), ("general", 0)]
     if workers:
@@ -23,9 +25,10 @@ def both_io_paths(module: ModuleType, *, workers: int = 0):
     @pytest.fixture(autouse=True, params=params, ids=[f"{p}-workers" if n else p for p, n in params])
     def io_path(request, monkeypatch):
         path, count = request.param
-        monkeypatch.setattr(module, "FAST_PATH", path == "fast")
-        if hasattr(module, "WORKERS"):
-            monkeypatch.setattr(module, "WORKERS", count)
+        for module in modules:
+            monkeypatch.setattr(module, "FAST_PATH", path == "fast")
+            if hasattr(module, "WORKERS"):
+                monkeypatch.setattr(module, "WORKERS", count)
         return path
 
     return io_path

@@ -426,9 +426,10 @@ class _Slot:
 
     __slots__ = ("buf", "crcs", "done_q", "end", "io", "is_read", "lba", "mv", "start", "unit")
 
-    def __init__(self, size: int, nblocks: int, done_q: deque):
-        self.buf = bytearray(size)
-        self.mv = memoryview(self.buf)
+    def __init__(self, size: int, nblocks: int, done_q: deque, buf: Any = None):
+        self.buf = buf if buf is not None else bytearray(size)
+        view = getattr(self.buf, "view", None)  # a DMA buffer's bytes
+        self.mv = view if isinstance(view, memoryview) else memoryview(self.buf)
         self.crcs = [0] * nblocks
         self.done_q = done_q
         self.io: Any = None
@@ -550,7 +551,7 @@ class _Runner:
         self.seq += 1
         seq = self.seq
         lbs = self.lbs
-        buf, mv, pat, crcs = slot.buf, slot.mv, self.pattern, slot.crcs
+        mv, pat, crcs = slot.mv, self.pattern, slot.crcs
         body = lbs - HEADER_SIZE
         seed = self.job.seed & 0xFFFFFFFFFFFFFFFF
         for i in range(self.bsb):
@@ -558,9 +559,9 @@ class _Runner:
             lba = slot.lba + i
             k = (lba * 2654435761 + seq * 40503) % _PATTERN_SIZE
             mv[o + HEADER_SIZE:o + lbs] = pat[k:k + body]
-            _HEADER.pack_into(buf, o, MAGIC, 0, lba, seed, seq)
+            _HEADER.pack_into(mv, o, MAGIC, 0, lba, seed, seq)
             crc = crc32c(mv[o + _CRC_OFFSET:o + lbs])
-            struct.pack_into("<I", buf, o + 4, crc)
+            struct.pack_into("<I", mv, o + 4, crc)
             crcs[i] = crc
 
     def _mismatch(self, lba: int, reason: str) -> None:
@@ -571,7 +572,7 @@ class _Runner:
     def _check(self, slot: _Slot) -> None:
         """Check the blocks a read brought back."""
         lbs = self.lbs
-        buf, mv = slot.buf, slot.mv
+        mv = slot.mv
         expected = self.expected
         first = (slot.lba - self.base_lba)
         seed = self.job.seed & 0xFFFFFFFFFFFFFFFF
@@ -584,7 +585,7 @@ class _Runner:
             lba = slot.lba + i
             o = i * lbs
             self.verified += 1
-            magic, crc, hlba, hseed, _seq = _HEADER.unpack_from(buf, o)
+            magic, crc, hlba, hseed, _seq = _HEADER.unpack_from(mv, o)
             if magic != MAGIC:
                 self._mismatch(lba, f"no verify header (magic {magic:#010x}, expected {MAGIC:#010x})")
             elif hlba != lba:
@@ -605,16 +606,31 @@ class _Runner:
         """Keep up to iodepth I/Os in flight until next_io() says stop, the
         deadline passes or an I/O fails; return when all have completed."""
         dev = self.dev
+        done_q: deque = deque()
+        depth = self.job.iodepth
+        if self.verify:
+            depth = min(depth, self.units)
+        # I/O buffers the device maps without a copy where it has them (fio's
+        # buffers with O_DIRECT: PCIe DMA memory; plain memory otherwise).
+        ctrl = getattr(getattr(dev, "ns", None), "ctrl", None)
+        alloc = getattr(ctrl, "alloc_buffer", None)
+        release = getattr(ctrl, "free_buffer", None)
+        bufs = [alloc(self.job.bs) for _ in range(depth)] if alloc is not None and release is not None else []
+        try:
+            free = [_Slot(self.job.bs, self.bsb, done_q, bufs[i] if bufs else None) for i in range(depth)]
+            self._pipeline_run(free, done_q, next_io, on_complete, deadline_ns)
+        finally:
+            for buf in bufs:
+                release(buf)
+
+    def _pipeline_run(self, free: list, done_q: deque, next_io: Callable[[], tuple[bool, int] | None],
+                      on_complete: Callable[[_Slot], None], deadline_ns: int | None) -> None:
+        dev = self.dev
         submit = dev.submit
         readinto = submit.readinto_blocks
         write = submit.write_blocks
         clock = time.perf_counter_ns
-        done_q: deque = deque()
         plug = getattr(dev, "plug", None)
-        depth = self.job.iodepth
-        if self.verify:
-            depth = min(depth, self.units)
-        free = [_Slot(self.job.bs, self.bsb, done_q) for _ in range(depth)]
         pending: deque = deque()
         busy = self.busy
         verify = self.verify

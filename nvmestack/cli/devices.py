@@ -18,7 +18,10 @@ The registry lives in the state directory: ``$NVMESTACK_STATE_DIR``, else
 A controller can also be given directly, without registering it:
 
 * ``tcp://ADDR[:PORT]/NQN`` (IPv6 as ``tcp://[::1]:4420/NQN``; PORT defaults
-  to 4420, or 8009 for the discovery NQN), with ``?nsid=N`` for a namespace;
+  to 4420, or 8009 for the discovery NQN), with ``?nsid=N`` for a namespace
+  and nvme connect's options ``disable_sqflow``, ``hdr_digest``,
+  ``data_digest`` (switches: bare or ``=1``/``=0``) and ``queue_size=N``
+  joined with ``&``;
 * the path of an emulated PCIe drive directory (``nvmestack drive create``),
   opened through the PCIe function and the host driver.
 
@@ -261,7 +264,14 @@ def parse_tcp_url(text: str) -> tuple[dict, int | None]:
         raise CliError(f"{text}: invalid port") from None
     if port is None:
         port = DISCOVERY_PORT if nqn == DISCOVERY_NQN else IO_PORT
-    query = urllib.parse.parse_qs(url.query)
+    query: dict[str, list[str]] = {}
+    for part in filter(None, url.query.split("&")):
+        key, _, value = part.partition("=")
+        query.setdefault(urllib.parse.unquote(key), []).append(urllib.parse.unquote(value))
+    unknown = sorted(set(query) - {"nsid", *_URL_FLAGS, *_URL_NUMBERS})
+    if unknown:
+        raise CliError(f"{text}: unknown option {unknown[0]!r} (known: nsid, "
+                       f"{', '.join(sorted(_URL_FLAGS + _URL_NUMBERS))})")
     nsid = None
     if "nsid" in query:
         try:
@@ -271,7 +281,26 @@ def parse_tcp_url(text: str) -> tuple[dict, int | None]:
     problem = nqn_unusable(nqn)  # any name a target may serve (Linux's nvmet serves any)
     if problem:
         raise CliError(f"{text}: invalid NQN: {problem}")
-    return {"transport": "tcp", "traddr": host, "trsvcid": str(port), "subnqn": nqn}, nsid
+    entry: dict = {"transport": "tcp", "traddr": host, "trsvcid": str(port), "subnqn": nqn}
+    for key in _URL_FLAGS:  # nvme connect's switches: ?disable_sqflow or ?disable_sqflow=1
+        if key in query:
+            value = query[key][-1].lower()
+            if value not in ("", "1", "0", "true", "false", "yes", "no"):
+                raise CliError(f"{text}: {key}={value!r} is not a switch (1 or 0)")
+            entry[key] = value in ("", "1", "true", "yes")
+    for key in _URL_NUMBERS:
+        if key in query:
+            try:
+                entry[key] = int(query[key][-1], 0)
+            except ValueError:
+                raise CliError(f"{text}: {key}={query[key][-1]!r} is not a number") from None
+    return entry, nsid
+
+
+# Connection options a tcp:// device argument may carry in its query, named
+# as the registry (and nvme connect's options) name them.
+_URL_FLAGS = ("disable_sqflow", "hdr_digest", "data_digest")
+_URL_NUMBERS = ("queue_size",)
 
 
 def parse_device(text: str) -> DeviceSpec:

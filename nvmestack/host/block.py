@@ -72,6 +72,7 @@ import contextvars
 import errno
 import logging
 import operator
+import os
 import struct
 import threading
 import time
@@ -94,7 +95,7 @@ from ..spec.nvm import (
     pack_dsm_ranges,
 )
 from ..spec.pi import PI_TUPLE_SIZE
-from .request import DIR_FROM_DEVICE, DIR_NONE, DIR_TO_DEVICE
+from .request import DIR_FROM_DEVICE, DIR_NONE, DIR_TO_DEVICE, HostRequest
 
 __all__ = [
     "DEFAULT_MAX_TRANSFER",
@@ -393,6 +394,10 @@ class _Request:
         self.completed = False
         self.merged = 0
 
+    def hreq_done(self, hreq: Any) -> None:
+        """The done callback of this request's HostRequest."""
+        self.dev._on_done(self, hreq)
+
     @property
     def end(self) -> int:
         return self.slba + self.nblocks
@@ -439,6 +444,23 @@ class _Request:
             self.slba = piece.slba
         self.nblocks += piece.nblocks
         return True
+
+
+class _IoRequest(HostRequest):
+    """A read or write of one buffer that nothing merges with: the
+    HostRequest is the block layer's request too (Linux allocates the
+    request and the driver's command together), so the fast path makes one
+    object per command.  Its HostRequest completion completes it
+    (:meth:`BlockDevice._io_done`); ``io`` is the one BlockIO it serves."""
+
+    __slots__ = ("dev", "op", "slba", "nblocks", "start_ns", "completed", "io")
+
+    def _finish(self) -> None:
+        HostRequest._finish(self)
+        try:
+            self.dev._io_done(self)
+        except Exception:  # pragma: no cover - a bug must not break the completion path
+            log.exception("completing %r", self)
 
 
 class BlockIO:
@@ -788,16 +810,22 @@ class _Stats:
         with self.lock:
             self.merges[_GROUP[op]] += 1
 
-    def done(self, rq: _Request, block_size: int) -> None:
+    def done(self, rq: _Request, block_size: int) -> bool:
+        """Count ``rq`` as completed, once: False (nothing counted) when it
+        was already."""
         now = self.clock()
         group = _GROUP[rq.op]
         with self.lock:
+            if rq.completed:
+                return False
+            rq.completed = True
             self._update_io_ticks(now, True)
             self.ios[group] += 1
             if rq.op != Op.FLUSH:
                 self.sectors[group] += rq.nblocks * block_size // SECTOR_SIZE
             self.nsecs[group] += max(0, now - rq.start_ns)
             self.in_flight[_IS_WRITE[rq.op]] -= 1
+        return True
 
     def snapshot(self) -> IoStats:
         now = self.clock()
@@ -967,7 +995,11 @@ class _Ops:
         return self._finish(dev._start_rw(Op.READ, lba, [memoryview(buf)] if n else [], n, buf))
 
     def readinto_blocks(self, lba: int, buf: Any):
-        return self.readv_blocks(lba, [buf])
+        dev = self._dev
+        seg = _segment(buf, True)
+        total = seg.nbytes
+        lba, n = dev._lba_range(lba, dev._whole_blocks(total))
+        return self._finish(dev._start_rw(Op.READ, lba, [seg] if total else [], n, total))
 
     def readv_blocks(self, lba: int, bufs: Iterable[Any]):
         dev = self._dev
@@ -976,7 +1008,11 @@ class _Ops:
         return self._finish(dev._start_rw(Op.READ, lba, segs, n, total))
 
     def write_blocks(self, lba: int, data: Any, *, fua: bool = False):
-        return self.writev_blocks(lba, [data], fua=fua)
+        dev = self._dev
+        seg = _segment(data, False)
+        total = seg.nbytes
+        lba, n = dev._lba_range(lba, dev._whole_blocks(total))
+        return self._finish(dev._start_rw(Op.WRITE, lba, [seg] if total else [], n, total, fua=fua))
 
     def writev_blocks(self, lba: int, bufs: Iterable[Any], *, fua: bool = False):
         dev = self._dev
@@ -1163,10 +1199,22 @@ class BlockDevice(_Ops):
                   *, fua: bool = False) -> BlockIO:
         if nblocks == 0:
             return _done_io(op, value)
-        self._protection()  # metadata the block layer cannot carry: refused before anything is sent
+        prinfo = self._protection()  # metadata the block layer cannot carry: refused before anything is sent
         limits = self.limits
         fua = fua and limits.write_cache
-        pieces = [_Request(self, op, slba, n, segs=s, fua=fua) for slba, n, s in _split_rw(lba, segs, limits)]
+        chunk = limits.chunk_blocks
+        if len(segs) == 1 and nblocks <= limits.max_blocks and (
+                not chunk or lba // chunk == (lba + nblocks - 1) // chunk):
+            # One buffer that fits one command: the piece _split_rw would make.
+            if prinfo is None and FAST_PATH:
+                make_io = getattr(self.ns.ctrl, "make_io", None)
+                current = _current_plug.get()
+                if make_io is not None and (current is None or current._closed or not current.merge):
+                    # Nothing can merge with it: the command itself is the request.
+                    return self._queue(op, value, [self._io_request(make_io, op, lba, nblocks, segs, fua)], limits)
+            pieces = [_Request(self, op, lba, nblocks, segs=segs, fua=fua)]
+        else:
+            pieces = [_Request(self, op, slba, n, segs=s, fua=fua) for slba, n, s in _split_rw(lba, segs, limits)]
         return self._queue(op, value, pieces, limits)
 
     def _start_flush(self) -> BlockIO:
@@ -1222,6 +1270,21 @@ class BlockDevice(_Ops):
         if current is not None and current._closed:
             current = None
         io._plug = current
+        if len(pieces) == 1:
+            # One piece: its reference is the only one the BlockIO waits for
+            # (nothing to seal once the others are queued).
+            piece = pieces[0]
+            if type(piece) is _IoRequest:
+                piece.io = io
+                io._hreqs.append(piece)
+            else:
+                piece.ios.append(io)
+            if current is not None:
+                current.add(piece, limits)
+            else:
+                self._start(piece)
+                self._dispatch(pieces)
+            return io
         try:
             for piece in pieces:
                 io._get()
@@ -1275,14 +1338,7 @@ class BlockDevice(_Ops):
             cls, direction = (Read, DIR_FROM_DEVICE) if op == Op.READ else (Write, DIR_TO_DEVICE)
             prinfo = self._protection()
             if prinfo is None:
-                # The common case from a prepared entry: SLBA and CDW12 (NLB, FUA) packed in one go.
-                key = (cls, nsid)
-                template = self._templates.get(key)
-                if template is None:
-                    template = self._templates[key] = bytes(cls(nsid=nsid))
-                raw = bytearray(template)
-                _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, rq.slba, (rq.nblocks - 1) | (_FUA if rq.fua else 0))
-                return cls.view(raw), rq.segs, direction
+                return self._plain_rw(cls, rq.slba, rq.nblocks, rq.fua), rq.segs, direction
             cmd = cls(nsid=nsid, slba=rq.slba, nblocks=rq.nblocks, fua=rq.fua)
             cmd.prinfo = prinfo
             cmd.reftag = rq.slba & 0xFFFFFFFF
@@ -1306,20 +1362,32 @@ class BlockDevice(_Ops):
             cmd.reftag = rq.slba & 0xFFFFFFFF
         return cmd, None, DIR_NONE
 
-    def _dispatch(self, rqs: list[_Request]) -> None:
+    def _dispatch(self, rqs: list[Any]) -> None:
         """Send requests as one submission batch: ``make_request`` and
         ``submit_batch`` when the controller has them (one doorbell per
         queue, whatever the caller's own ``ctrl.plug()``), ``submit`` one
-        by one otherwise.  A request that cannot be sent fails."""
+        by one otherwise.  A request that cannot be sent fails.
+
+        The fast path: with a controller that has ``submit_io`` (the host
+        core), the _IoRequests _start_rw made and the requests
+        ``make_request`` makes for every other piece go to the thread's
+        queue as one batch."""
         ctrl = self.ns.ctrl
+        submit_io = getattr(ctrl, "submit_io", None)
+        fast = submit_io is not None and (FAST_PATH or any(type(rq) is _IoRequest for rq in rqs))
         make = getattr(ctrl, "make_request", None)
         batch = getattr(ctrl, "submit_batch", None)
-        extra = {"polled": True} if self.polled else {}
-        started: list[tuple[_Request, Any]] = []
+        batched = make is not None and (fast or batch is not None)
+        polled = self.polled
+        extra = {"polled": True} if polled else {}
+        started: list[tuple[Any, Any]] = []
         for rq in rqs:
+            if type(rq) is _IoRequest:  # made whole by _start_rw
+                started.append((rq, rq))
+                continue
             try:
                 cmd, data, direction = self._command(rq)
-                if make is not None and batch is not None:
+                if batched:
                     hreq = make(cmd, data, direction=direction, **extra)
                 else:
                     hreq = ctrl.submit(cmd, data, direction=direction, **extra)
@@ -1329,18 +1397,59 @@ class BlockDevice(_Ops):
             rq.hreq = hreq
             for io in rq.ios:
                 io._hreqs.append(hreq)
-            hreq.add_done_callback(lambda h, rq=rq: self._on_done(rq, h))
+            hreq.add_done_callback(rq.hreq_done)
             started.append((rq, hreq))
-        if started and make is not None and batch is not None:
-            try:
+        if not started or not batched:
+            return
+        try:
+            if fast:
+                submit_io([hreq for _, hreq in started], polled)
+            else:
                 batch([hreq for _, hreq in started])
-            except Exception as exc:
-                log.exception("%s: submitting %d requests failed", self.name, len(started))
-                for rq, hreq in started:
-                    if not hreq.done:
+        except Exception as exc:
+            log.exception("%s: submitting %d requests failed", self.name, len(started))
+            for rq, hreq in started:
+                if not hreq.done:
+                    if rq is hreq and getattr(ctrl, "_fail", None) is not None:
+                        ctrl._fail(hreq, exc)  # finishes it: _io_done completes the block request
+                    else:
                         self._complete(rq, exc)
 
+    def _plain_rw(self, cls: type, slba: int, nblocks: int, fua: bool) -> Any:
+        """A Read or Write without metadata from the namespace's prepared
+        entry: SLBA and CDW12 (NLB, FUA) packed in one go."""
+        nsid = self.ns.nsid
+        template = self._templates.get((cls, nsid))
+        if template is None:
+            template = self._templates[(cls, nsid)] = bytes(cls(nsid=nsid))
+        raw = bytearray(template)
+        _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, slba, (nblocks - 1) | (_FUA if fua else 0))
+        return cls.view(raw)
+
+    def _io_request(self, make_io: Callable[..., Any], op: Op, lba: int, nblocks: int, segs: list[memoryview],
+                    fua: bool) -> _IoRequest:
+        """A read or write without metadata as one :class:`_IoRequest`: its
+        command from the prepared entry, SLBA and CDW12 packed in one go."""
+        cls, direction = (Read, DIR_FROM_DEVICE) if op is Op.READ else (Write, DIR_TO_DEVICE)
+        req = make_io(self._plain_rw(cls, lba, nblocks, fua), segs, direction, self.polled, _IoRequest)
+        req.dev = self
+        req.op = op
+        req.slba = lba
+        req.nblocks = nblocks
+        req.start_ns = 0
+        req.completed = False
+        req.io = None
+        return req
+
+    def _io_done(self, req: _IoRequest) -> None:
+        """An _IoRequest finished (its HostRequest completion)."""
+        self._on_done(req, req)
+
     def _on_done(self, rq: _Request, hreq: Any) -> None:
+        status = hreq.status
+        if hreq.error is None and status is not None and status.ok:
+            self._complete(rq, None)
+            return
         exc = None
         try:
             hreq.raise_for_status()
@@ -1349,19 +1458,30 @@ class BlockDevice(_Ops):
         self._complete(rq, exc)
 
     def _complete(self, rq: _Request, exc: BaseException | None) -> None:
-        with self._stats.lock:
-            if rq.completed:
-                self.double_completions += 1
-                log.error("%s: request %s LBA %d completed twice", self.name, rq.op.name, rq.slba)
-                return
-            rq.completed = True
         try:
-            self._stats.done(rq, self.block_size)
+            first = self._stats.done(rq, self.block_size)
         except Exception:
             log.exception("%s: statistics update failed", self.name)
+            first = True
+        if not first:
+            self.double_completions += 1
+            log.error("%s: request %s LBA %d completed twice", self.name, rq.op.name, rq.slba)
+            return
+        if type(rq) is _IoRequest:
+            io, rq.io = rq.io, None
+            if io is not None:
+                io._put(rq.slba, exc)
+            return
         ios, rq.ios, rq.segs = rq.ios, [], []
         for io in ios:
             io._put(rq.slba, exc)
+
+
+#: The block layer's fast path: reads and writes as one _IoRequest each from a
+#: prepared command, batches through ``ctrl.make_io``/``ctrl.submit_io``.
+#: Off (NVMESTACK_FAST_PATH=0, the target's switch too): every command takes
+#: the general path (_Request, make_request, submit_batch), the reference.
+FAST_PATH = os.environ.get("NVMESTACK_FAST_PATH", "1") != "0"
 
 
 def _unsupported(dev: BlockDevice, what: str) -> Exception:

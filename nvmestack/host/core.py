@@ -798,6 +798,65 @@ class NvmeController:
         """A request not started yet (see :meth:`submit_batch`)."""
         return self._new_request(cmd, data, meta, qid, timeout, direction, polled)
 
+    def make_io(self, cmd: Any, data: list[memoryview], direction: int, polled: bool = False,
+                kind: type[HostRequest] = HostRequest) -> HostRequest:
+        """:meth:`make_request` for the block layer's fast path: ``cmd`` a
+        typed view of an I/O command's own 64 bytes, ``data`` byte
+        memoryviews (see :meth:`HostRequest.prepared`); nothing is checked
+        or copied.  ``kind``: HostRequest or a subclass of it.  Start it
+        with :meth:`submit_io`."""
+        req = kind.prepared(cmd, data, direction)
+        req.ctrl = self
+        req.timeout = self.io_timeout
+        req.polled = polled
+        return req
+
+    def submit_io(self, reqs: list[HostRequest], polled: bool = False) -> None:
+        """Start I/O requests of one thread (from :meth:`make_io`) together.
+        The common case -- the controller LIVE, I/O not frozen -- goes to
+        the calling thread's queue in one batch without routing each
+        request under the controller lock; anything else, and requests
+        with a queue id, take :meth:`_dispatch` (the reference).  A state
+        read here that is stale by the time the queue takes the batch is
+        the same race the general path has between routing and
+        submission: a queue that was reset refuses the batch, which then
+        waits for the next queue."""
+        queue = None
+        if self._state is CtrlState.LIVE and not self._frozen and not self._closed:
+            queue = self._worker_queue(polled)
+        if queue is None:
+            self._dispatch(reqs)
+            return
+        transport = self.transport
+        map_data = transport.map_data
+        poll, poll_wait = self._poll_fns(queue)
+        started = []
+        for req in reqs:
+            try:
+                map_data(req, queue)
+            except Exception as exc:
+                log.warning("%s: mapping the data of %r failed: %s", self.name, req, exc)
+                self._fail(req, exc)
+                continue
+            req._poll = poll
+            req._poll_wait = poll_wait
+            started.append(req)
+        if started:
+            rejected = transport.submit(queue, started)
+            if rejected:
+                self._requeue(rejected)
+
+    def _poll_fns(self, queue: HostQueue) -> tuple[Any, Any]:
+        """What a request waiting on ``queue`` polls with: (poll, wait for
+        readiness), both None for an interrupt driven queue; made once per
+        queue."""
+        fns = queue.poll_fns
+        if fns is None:
+            transport = self.transport
+            fns = queue.poll_fns = ((lambda q=queue: transport.poll(q)), queue.wait_ready) if queue.polled \
+                else (None, None)
+        return fns
+
     # -- routing ----------------------------------------------------------------
 
     def _worker_queue(self, polled: bool) -> HostQueue | None:
@@ -865,11 +924,7 @@ class NvmeController:
                 log.warning("%s: mapping the data of %r failed: %s", self.name, req, exc)
                 self._fail(req, exc)
                 continue
-            if target.polled:
-                req._poll = lambda q=target: self.transport.poll(q)
-                req._poll_wait = target.wait_ready
-            else:
-                req._poll = req._poll_wait = None
+            req._poll, req._poll_wait = self._poll_fns(target)
             batches.setdefault(id(target), (target, []))[1].append(req)
         for queue, batch in batches.values():
             rejected = self.transport.submit(queue, batch)
@@ -915,7 +970,7 @@ class NvmeController:
 
     def _complete_cqe(self, req: HostRequest, entry: CqEntry) -> None:
         """A completion queue entry for ``req`` (from any queue's completion path)."""
-        self._end_attempt(req, Status.from_field(entry.status_field), entry.dw0, entry.dw1)
+        self._end_attempt(req, Status.from_field(entry[5]), entry[0], entry[1])
 
     def _end_attempt(self, req: HostRequest, status: Status, dw0: int = 0, dw1: int = 0,
                      requeue_only: bool = False) -> None:
@@ -926,7 +981,8 @@ class NvmeController:
         req.result = dw0
         req.dw1 = dw1
         req.completed_at = time.perf_counter()
-        self._trace_complete(req)
+        if req.traced:
+            self._trace_complete(req)
         if not status.ok and self._should_retry(req, status):
             req.retries += 1
             req.status = None

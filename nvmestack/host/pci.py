@@ -57,7 +57,7 @@ from ..spec.dptr import (
 )
 from ..spec.pci import CapId, Cfg, PciCommand, find_capability
 from ..spec.registers import Reg, Shn, Shst, cq_head_doorbell, sq_tail_doorbell
-from ..spec.sqe import SQE_SIZE
+from ..spec.sqe import SQE_SIZE, Command
 from .queue import HostQueue, MemoryQueue
 from .request import DIR_BIDIRECTIONAL, DIR_FROM_DEVICE, DIR_TO_DEVICE
 from .transport import Transport, TransportError
@@ -73,6 +73,10 @@ DEFAULT_SGL_THRESHOLD = 32 * 1024  # Linux's sgl_threshold module parameter
 SMALL_POOL_SIZE = 256  # Linux's prp_small_pool / sgl small pool block
 MSI_ADDRESS = 0xFEE0_0000  # an x86-style message address; the function only needs one
 _READY_POLL = 0.0005
+_PSDT_BITS = ((1 << Command.psdt.width) - 1) << Command.psdt.lsb  # in byte 1 (FUSE, PSDT)
+_PRP1_OFF = Command.prp1.offset
+_PRP_PAIR = struct.Struct("<QQ")  # PRP1 and PRP2
+assert Command.prp2.offset == _PRP1_OFF + 8 and Command.psdt.offset == 1
 _MSIX_ENABLE = 1 << 15
 _MSIX_FUNCTION_MASK = 1 << 14
 
@@ -454,6 +458,25 @@ class PciTransport(Transport):
         cmd = req.cmd
         if req.mapping is not None:  # mapped already (a retry): keep it
             return
+        data = req.data
+        if len(data) == 1 and not req.meta:
+            # The common case: one buffer in host memory reached by PRP1 (and
+            # PRP2 when it crosses one page boundary) -- what _map_data decides
+            # for it, without a plan, a PRP list or anything to undo.
+            mv = data[0]
+            total = mv.nbytes
+            addr = self.memory.address_of(mv) if total else None
+            page = self.page_size
+            if (addr is not None and not addr & 3 and (addr % page) + total <= 2 * page
+                    and not (self.sgl_threshold > 0 and total >= self.sgl_threshold
+                             and self._sgl_usable(queue, [(addr, total)]))):
+                second = (addr // page + 1) * page if (addr % page) + total > page else 0
+                raw = cmd.raw
+                raw[1] &= ~_PSDT_BITS & 0xFF  # PSDT 00b: PRPs
+                _PRP_PAIR.pack_into(raw, _PRP1_OFF, addr, second)
+                self.stats["direct"] += 1
+                self.stats["prp"] += 1
+                return
         cmd.psdt = Psdt.PRP  # the driver decides PRP or SGL (Linux clears the user's flags)
         mapping = _Mapping()
         try:

@@ -36,11 +36,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..spec.cqe import CQE_SIZE
-from ..spec.sqe import SQE_SIZE
+from ..spec.sqe import SQE_SIZE, Command
 
 if TYPE_CHECKING:
     from .request import HostRequest
@@ -123,10 +122,10 @@ class TagSet:
         return tag
 
 
-@dataclass(frozen=True, slots=True)
-class CqEntry:
+class CqEntry(NamedTuple):
     """A completion queue entry, decoded: the 16-bit status word includes
-    the phase tag in bit 0 (``Status.from_field`` takes it as it is)."""
+    the phase tag in bit 0 (``Status.from_field`` takes it as it is).  A
+    named tuple: made once per completion, it must be cheap to build."""
 
     dw0: int
     dw1: int
@@ -137,6 +136,8 @@ class CqEntry:
 
 
 _CQE = struct.Struct("<IIHHHH")
+_CID = struct.Struct("<H")
+_CID_OFF = Command.cid.offset
 _STATUS = struct.Struct("<H")
 
 
@@ -234,6 +235,8 @@ class HostQueue:
         # held), and with each request and its completion queue entry.
         self.on_start: Callable[[HostRequest], Any] | None = None
         self.on_complete: Callable[[HostRequest, CqEntry], Any] | None = None
+        # The core's (poll, wait) pair for requests on this queue, made once.
+        self.poll_fns: tuple[Any, Any] | None = None
         # Statistics.
         self.submitted = 0
         self.completed = 0
@@ -261,7 +264,7 @@ class HostQueue:
                     self.waiting.append(req)
                     continue
                 req.tag = tag
-                req.cmd.cid = self.tags.cid(tag)
+                _CID.pack_into(req.cmd.raw, _CID_OFF, self.tags.cid(tag))
                 req.qid = self.qid
                 req.queue = self
                 self.inflight[tag] = req
@@ -324,6 +327,14 @@ class HostQueue:
             self.completed += 1
             req.queue = None
             return req
+
+    def _took(self, tag: int) -> None:
+        """:meth:`take` for a tag the caller just found in flight (queue lock
+        held): out of the in-flight map, the tag freed."""
+        req = self.inflight.pop(tag)
+        self.tags.put(tag)
+        self.completed += 1
+        req.queue = None
 
     def owns(self, req: "HostRequest") -> bool:
         """Whether ``req`` is in flight on this queue now."""

@@ -412,12 +412,11 @@ class TcpQueue(HostQueue):
         """A command capsule for ``req`` (queue lock held); sent by _ring."""
         m: _TcpData | None = req.mapping
         if m is None:
-            pdus = self.stream.command(req.cmd.raw)
+            pdus = self.stream.command_views(req.cmd.raw, [], 0, False)
         else:
             m.received = 0
             m.status = None
-            pdus = self.stream.command(req.cmd.raw, m.views, length=m.length, write=m.write,
-                                       in_capsule=m.in_capsule)
+            pdus = self.stream.command_views(req.cmd.raw, m.views, m.length, m.write, m.in_capsule)
         with self._tx_lock:
             self._tx.extend(pdus)
 
@@ -618,7 +617,8 @@ class TcpQueue(HostQueue):
                 waiter.dw0, waiter.dw1 = dw0, dw1
                 waiter.event.set()
                 return None
-            req = self._lookup(cid)
+            tag = self.tags.tag_of(cid)
+            req = self.inflight.get(tag) if tag is not None else None
             if req is None:
                 self.spurious += 1
                 log.warning("queue %d: response for unknown command id %#x (status %#x) ignored", self.qid, cid,
@@ -630,24 +630,30 @@ class TcpQueue(HostQueue):
                 return f"command {cid:#x}: {m.received} of {m.length} bytes of read data before the response"
             if m is not None and m.status is not None and not status >> 1:
                 status = m.status
-            self.take(cid)
+            self._took(tag)
         done.append((req, CqEntry(dw0, dw1, sqhd, sqid, cid, status)))
         return None
 
     def _on_c2h(self, ev: C2HDataReceived, done: list) -> str | None:
         self.c2h_pdus += 1
         with self.lock:
-            req = self._lookup(ev.cid)
+            tag = self.tags.tag_of(ev.cid)
+            req = self.inflight.get(tag) if tag is not None else None
             if req is None:  # taken out of flight meanwhile (timeout while connecting)
                 return None
             m: _TcpData | None = req.mapping
             if m is None or m.write:
                 return f"C2HData for command {ev.cid:#x}, which reads no data"
-            try:
-                sg_scatter(m.views, ev.data, ev.offset)
-            except ValueError:
-                return f"C2HData {ev.offset}+{ev.data.nbytes} beyond command {ev.cid:#x}'s {m.length} bytes"
-            m.received += ev.data.nbytes
+            data, offset, views = ev.data, ev.offset, m.views
+            n = data.nbytes
+            if len(views) == 1 and offset + n <= m.length:  # one buffer: one copy, no scatter walk
+                views[0][offset : offset + n] = data
+            else:
+                try:
+                    sg_scatter(views, data, offset)
+                except ValueError:
+                    return f"C2HData {offset}+{n} beyond command {ev.cid:#x}'s {m.length} bytes"
+            m.received += n
             if ev.digest_error:
                 log.error("queue %d: data digest error in C2HData of command %#x", self.qid, ev.cid)
                 m.status = _STATUS_DATA_TRANSFER_ERROR
@@ -655,7 +661,7 @@ class TcpQueue(HostQueue):
                 return None
             if m.received != m.length:
                 return f"command {ev.cid:#x}: SUCCESS after {m.received} of {m.length} bytes"
-            self.take(ev.cid)
+            self._took(tag)
             self.success_completions += 1
             status = m.status or 0
         done.append((req, CqEntry(0, 0, 0, self.qid, ev.cid, status)))
@@ -1155,8 +1161,13 @@ class TcpTransport(Transport):
         req.mapping = None
         if req.meta and any(mv.nbytes for mv in req.meta):
             raise TransportError("NVMe/TCP has no separate metadata buffer (use extended LBA formats)")
-        views = [mv for mv in req.data if mv.nbytes]
-        length = sum(mv.nbytes for mv in views)
+        data = req.data
+        if len(data) == 1 and data[0].nbytes:  # the usual one buffer
+            views = data
+            length = data[0].nbytes
+        else:
+            views = [mv for mv in data if mv.nbytes]
+            length = sum(mv.nbytes for mv in views)
         direction = req.direction
         raw[1] = (raw[1] & 0x3F) | Psdt.SGL_MPTR_CONTIGUOUS << 6
         if not length or direction == DIR_NONE:

@@ -529,6 +529,9 @@ def _flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
+_MADE: dict = {}  # Status._make's objects (at most 2 x 32768 per class)
+
+
 class Status:
     """An immutable NVMe completion status: SCT, SC, CRD, More and DNR.
 
@@ -571,9 +574,15 @@ class Status:
 
     @classmethod
     def _make(cls, value: int, fabrics: bool) -> "Status":
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "_value", value)
-        object.__setattr__(obj, "_fabrics", bool(fabrics))
+        # Immutable: one object per (value, fabrics) of this class, made once
+        # (a completion's status is decoded on every command).
+        key = (cls, value, bool(fabrics))
+        obj = _MADE.get(key)
+        if obj is None:
+            obj = object.__new__(cls)
+            object.__setattr__(obj, "_value", value)
+            object.__setattr__(obj, "_fabrics", bool(fabrics))
+            _MADE[key] = obj
         return obj
 
     # -- decoding ----------------------------------------------------------
@@ -589,6 +598,8 @@ class Status:
     @classmethod
     def from_field(cls, field: int, *, fabrics: bool = False) -> "Status":
         """From the 16-bit word at CQE byte 14 (phase tag in bit 0, ignored)."""
+        if field <= 1 and field >= 0 and cls is Status and not fabrics:  # success: the usual completion
+            return _SUCCESS
         field = int(field)
         if not 0 <= field <= 0xFFFF:
             raise ValueError(f"status field {field:#x} does not fit in 16 bits")
@@ -732,6 +743,9 @@ class Status:
 
     def __reduce__(self):
         return (Status._make, (self._value, self._fabrics))
+
+
+_SUCCESS = Status._make(0, False)
 
 
 SUCCESS = Status(StatusCodeType.GENERIC, GenericStatus.SUCCESS)

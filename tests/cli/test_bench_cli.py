@@ -317,3 +317,25 @@ def test_stop_event_ends_the_jobs_early(tcp_target):
         res = run_jobs(block, Job(rw="randwrite", bs=4096, size=1 << 20, verify=True), stop=stop)
     assert res.jobs[0].error is None
     assert res.write.ios == 0 and res.jobs[0].verified_blocks == 0
+
+
+def test_url_options_reach_the_connection(cli, tcp_target, monkeypatch):
+    """?disable_sqflow in a tcp:// argument is nvme connect --disable-sqflow:
+    the I/O queues connect with SQ flow control disabled (reads then end
+    with a C2HData carrying SUCCESS) and the data is the same."""
+    from nvmestack.target import tcp as target_tcp
+
+    seen = []
+    original = target_tcp.TcpConnection._finish_connect
+
+    def finish(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append((self.qid, self.sqflow_disabled))
+
+    monkeypatch.setattr(target_tcp.TcpConnection, "_finish_connect", finish)
+    r = cli("bench", tcp_target.url + "?nsid=1&disable_sqflow", "--rw", "randwrite", "--bs", "4k", "--iodepth", "8",
+            "--size", "256k", "--verify", "crc32c", "-o", "json")
+    assert r.rc == 0, r.err
+    assert r.json()["jobs"][0]["verify"]["errors"] == 0
+    io_queues = [flag for qid, flag in seen if qid]
+    assert io_queues and all(io_queues)

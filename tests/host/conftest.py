@@ -25,6 +25,7 @@ import time
 
 import pytest
 
+from nvmestack.host import block as host_block_module
 from nvmestack.host import HostRequest, NvmeController, PciTransport
 from nvmestack.memory import PhysicalMemory
 from nvmestack.target import Namespace, Subsystem
@@ -55,7 +56,7 @@ def pattern(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-io_path = both_io_paths(pci_function_module)
+io_path = both_io_paths(pci_function_module, host_block_module)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from nvmestack.host import HostRequest
+from nvmestack.host import pci as pci_mod
 from nvmestack.host.pci import SMALL_POOL_SIZE, prp_compatible
 from nvmestack.memory import PhysicalMemory
 from nvmestack.spec.admin import Cns, Identify
@@ -139,6 +140,35 @@ def test_prp_exactly_two_pages(prp_ctrl):
     assert (req.cmd.prp1, req.cmd.prp2) == (buf.addr + 512, buf.addr + PAGE)
     assert described(ctrl.transport.memory, req, PAGE) == [(buf.addr + 512, PAGE)]
     ctrl.transport.unmap_data(req)
+
+
+@pytest.mark.parametrize("threshold", [0, 4096])
+@pytest.mark.parametrize("offset,length", [(0, 512), (0, PAGE), (512, PAGE), (PAGE - 4, 8), (0, 2 * PAGE),
+                                           (4, 2 * PAGE - 4), (8, 2 * PAGE), (0, 3 * PAGE), (2, 512)])
+def test_one_buffer_maps_as_the_general_mapping_does(make_controller, threshold, offset, length):
+    """map_data's shortcut for one buffer (PRP1, PRP2 without a plan) gives
+    the entry _map_data's general mapping gives: PSDT, PRP1, PRP2 or SGL,
+    and a copy where the buffer is not dword aligned."""
+    ctrl = make_controller(transport_options={"sgl_threshold": threshold})
+    t = ctrl.transport
+    buf = ctrl.alloc_buffer(4 * PAGE)
+    buf.view[:] = bytes(range(256)) * (4 * PAGE // 256)
+    view = buf.view[offset : offset + length]
+    fast = mapped(ctrl, [view])
+    general = HostRequest(Write(nsid=1, slba=0, nlb=max(1, length // BS) - 1), [view])
+    general.ctrl = ctrl
+    mapping = pci_mod._Mapping()
+    general.cmd.psdt = Psdt.PRP
+    t._map_data(general, ctrl.io_queues[0], [view], mapping)
+    if offset % PAGE + length <= 2 * PAGE:
+        assert bytes(fast.cmd.raw) == bytes(general.cmd.raw)
+    else:  # both use a PRP list (each its own): PRP2 names different pages
+        assert bytes(fast.cmd.raw[:32]) == bytes(general.cmd.raw[:32])
+        assert bytes(fast.cmd.raw[40:]) == bytes(general.cmd.raw[40:])
+    assert described(t.memory, fast, length) == described(t.memory, general, length)
+    t.unmap_data(fast)
+    general.mapping = mapping
+    t.unmap_data(general)
 
 
 def test_prp_list_from_the_small_pool(prp_ctrl):

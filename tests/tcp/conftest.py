@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from nvmestack.host import block as host_block_module
 from nvmestack.spec.cqe import Completion
 from nvmestack.spec.fabrics import Connect, ConnectData, PropertyGet, PropertySet
 from nvmestack.spec.registers import Reg
@@ -212,9 +213,9 @@ def make_subsystem(nqn=NQN, blocks=8192, **kw) -> Subsystem:
     return sub
 
 
-# Every test here runs on the fast and the general path, each in one process
-# and with two worker processes serving the I/O queues.
-io_path = both_io_paths(tcp_target, workers=2)
+# Every test here runs on the fast and the general path (target and host),
+# each in one process and with two worker processes serving the I/O queues.
+io_path = both_io_paths(tcp_target, host_block_module, workers=2)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from nvmestack.spec.tcp import (
     C2HData,
     C2HTermReq,
     CapsuleCmd,
+    CapsuleResp,
     FatalErrorStatus as FES,
     H2CData,
     H2CTermReq,
@@ -732,3 +733,66 @@ def test_events_after_an_error_are_not_produced():
     events = ctrl.receive_data(raw_capsule(pdu_type=0x0A) + wire(host.command(Identify(cns=1, cid=1))))
     assert len(events) == 1 and isinstance(events[0], ProtocolError)
     assert ctrl.receive_data(b"anything") == []
+
+
+# ---------------------------------------------------------------------------
+# C2HData checks on the host: the same on the fast lane (a whole PDU without
+# digests in one receive) and on the general path (the PDU in pieces)
+
+
+def c2h(cid, datao, data, *, last=True, success=False, datal=None, pdo=24):
+    hdr = C2HData(cccid=cid, datao=datao, datal=len(data) if datal is None else datal, pdo=pdo,
+                  plen=pdo + len(data))
+    hdr.last_pdu = last
+    hdr.success = success
+    return bytes(hdr) + bytes(pdo - 24) + data
+
+
+def reading_host(length=8192, cid=1):
+    host, _ctrl = pair()
+    host.command(Read(nsid=1, slba=0, nblocks=length // 512, cid=cid), length=length)
+    return host
+
+
+def feed(host, data: bytes, whole: bool):
+    if whole:
+        return host.receive_data(data)
+    events = []
+    for i in range(len(data)):
+        events.extend(host.receive_data(data[i : i + 1]))
+        if events and isinstance(events[-1], ProtocolError):
+            break
+    return events
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["fast-lane", "in-pieces"])
+@pytest.mark.parametrize("before,bad,fes,fei", [
+    ([], c2h(9, 0, bytes(4096)), FES.INVALID_HEADER_FIELD, 8),  # a command that is not there
+    ([], c2h(1, 0, bytes(4096), datal=4000, last=False), FES.INVALID_HEADER_FIELD, 16),  # DATAL
+    ([], c2h(1, 4096, bytes(8192)), FES.DATA_TRANSFER_OUT_OF_RANGE, 0),  # beyond the command
+    ([c2h(1, 0, bytes(2048), last=False)], c2h(1, 4096, bytes(4096)), FES.PDU_SEQUENCE_ERROR, 0),  # a gap
+    ([c2h(1, 0, bytes(8192))], c2h(1, 0, bytes(4096)), FES.PDU_SEQUENCE_ERROR, 0),  # after its last PDU
+    ([c2h(1, 0, bytes(8192), success=True)], c2h(1, 0, bytes(4096)), FES.INVALID_HEADER_FIELD, 8),  # done
+])
+def test_c2h_data_is_checked_against_its_command(whole, before, bad, fes, fei):
+    host = reading_host()
+    for pdu in before:
+        events = feed(host, pdu, whole)
+        assert events and all(isinstance(e, C2HDataReceived) for e in events)
+    check_term(error_of(feed(host, bad, whole)), PduType.H2C_TERM_REQ, fes, fei, offending=bad[:24])
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["fast-lane", "in-pieces"])
+def test_c2h_data_and_response_events_are_the_same_on_both_lanes(whole):
+    host = reading_host()
+    data = bytes(range(256)) * 32
+    events = feed(host, c2h(1, 0, data[:4096], last=False), whole)
+    events += feed(host, c2h(1, 4096, data[4096:]), whole)
+    resp = CapsuleResp(plen=24)
+    resp.cqe.cid = 1
+    events += feed(host, bytes(resp), whole)
+    assert [type(e) for e in events] == [C2HDataReceived, C2HDataReceived, ResponseReceived]
+    assert b"".join(bytes(e.data) for e in events[:2]) == data
+    assert [(e.offset, e.last, e.success) for e in events[:2]] == [(0, False, False), (4096, True, False)]
+    assert events[2].cid == 1 and events[2].known and bytes(events[2].cqe) == bytes(resp)[8:24]
+    assert host.outstanding == 0

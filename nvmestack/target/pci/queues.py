@@ -38,13 +38,12 @@ are released.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...memory import DmaError
 from ...spec.admin import QueuePriority
@@ -250,6 +249,35 @@ class _Arbiter:
         raise AssertionError("arbitration found no queue")  # pragma: no cover
 
 
+class _Posting:
+    """``with manager._posting():`` -- the post lock held, interrupt sinks
+    deferred until it is released, then a completion write that failed
+    reported (controller fatal status).  Re-entrant, like the lock; an
+    object rather than a generator: it wraps every posted completion."""
+
+    __slots__ = ("manager",)
+
+    def __init__(self, manager: "QueueManager"):
+        self.manager = manager
+
+    def __enter__(self) -> None:
+        m = self.manager
+        m.post_lock.acquire()
+        m.function._defer_sinks(1)
+
+    def __exit__(self, *exc: Any) -> None:
+        m = self.manager
+        fn = m.function
+        try:
+            fn._defer_sinks(-1)
+        finally:
+            m.post_lock.release()
+        fn._flush_sinks()
+        if m._fatal:
+            m._fatal = False
+            m.ctrl.fatal()
+
+
 class QueueManager:
     """The queues of one PCIe function (see the module docstring)."""
 
@@ -261,6 +289,7 @@ class QueueManager:
         self.mode = mode
         self.lock = threading.RLock()
         self.post_lock = threading.RLock()
+        self._post_scope = _Posting(self)
         # Held while a command is fetched and started; the function holds it
         # around resets so that no command of an old queue starts after one.
         self.gate = threading.RLock()
@@ -491,21 +520,10 @@ class QueueManager:
         elif kick:
             self.kick()
 
-    @contextlib.contextmanager
-    def _posting(self):
+    def _posting(self) -> "_Posting":
         """The post lock, with interrupt sinks called (and a failed
         completion write reported) only once it is released."""
-        fn = self.function
-        with self.post_lock:
-            fn._defer_sinks(1)
-            try:
-                yield
-            finally:
-                fn._defer_sinks(-1)
-        fn._flush_sinks()
-        if self._fatal:
-            self._fatal = False
-            self.ctrl.fatal()
+        return self._post_scope
 
     # ------------------------------------------------------------------
     # processing
@@ -659,13 +677,14 @@ class QueueManager:
 
     def post_entry(self, sq: SubmissionQueue, cq: CompletionQueue, entry: bytearray) -> None:
         """Post a 16-byte completion entry (SQ head and phase filled in here)."""
-        with self._posting():
+        with self._post_scope:
             with self.lock:
                 if not cq.alive:
                     return
                 cq.held.append((entry, sq))
                 irqs = self._flush(cq)
-            self._signal(irqs)
+            if irqs:
+                self._signal(irqs)
 
     def _flush(self, cq: CompletionQueue) -> list[tuple[int, int, int]]:
         """Write waiting completions while there is room (queue lock held);
