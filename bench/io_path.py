@@ -27,6 +27,10 @@ server) to CPU 0, the client side to CPU 1.  Measured:
 adds that checkout's target, its host (against this checkout's target) and
 its PCIe drive, for a before/after in one run.
 
+* worker processes: ``serve`` and ``serve --workers 2``, unpinned, each
+  driven by two nvmf_load.py processes at once (4 KiB random read QD32):
+  whether the target uses the second core.
+
 Each figure is measured ``--repeat`` times; min and median are printed.
 Prints a table; asserts nothing.  Needs Debian's sockperf, iperf3 and fio
 (``./install.sh --bench``); a missing tool's rows say so.
@@ -65,10 +69,13 @@ TARGET_WORKLOADS = (
 )
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def pinned(cpu: str, cmd: list[str]) -> list[str]:
@@ -149,7 +156,8 @@ def fio_file(path: str, seconds: float, rw: str, bs: str) -> dict | None:
 class Serve:
     """``nvmestack serve`` on CPU 0 with its own data directory."""
 
-    def __init__(self, tmp: str, *, fast: bool, source: str | None = None, data_dir: str = "serve"):
+    def __init__(self, tmp: str, *, fast: bool, source: str | None = None, data_dir: str = "serve",
+                 workers: int = 0, pin: bool = True):
         self.port = free_port()
         env = dict(os.environ, NVMESTACK_STATE_DIR=os.path.join(tmp, "state"),
                    NVMESTACK_FAST_PATH="1" if fast else "0")
@@ -157,8 +165,10 @@ class Serve:
             env["PYTHONPATH"] = os.path.abspath(source)
         env.pop("NVMESTACK_TRACE", None)
         self.data_dir = os.path.join(tmp, data_dir)
-        self.proc = subprocess.Popen(pinned(SERVER_CPU, NVMESTACK + [
-            "serve", "--port", str(self.port), "--discovery-port", str(free_port()), "--data-dir", self.data_dir]),
+        cmd = NVMESTACK + ["serve", "--port", str(self.port), "--discovery-port", str(free_port()),
+                           "--data-dir", self.data_dir] + (["--workers", str(workers)] if workers else [])
+        self.proc = subprocess.Popen(
+            pinned(SERVER_CPU, cmd) if pin else cmd,
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             cwd=os.path.abspath(source) if source else None)  # -m puts the working directory first on the path
         wait_listening(self.port)
@@ -186,6 +196,39 @@ def load(serve: Serve, seconds: float, **workload) -> dict:
     rep = json.loads(out.stdout)
     rep["target_cpu_us"] = used / max(1, rep["commands"]) * 1e6
     return rep
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (serve's worker processes)."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def load_pair(serve: Serve, seconds: float, **workload) -> dict:
+    """Two nvmf_load.py processes at once (two associations, an I/O queue
+    each), nothing pinned: what a target using one core or both does."""
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "nvmf_load.py"), "127.0.0.1", str(serve.port),
+           NQN, "--rw", workload["rw"], "--bs", str(workload["bs"]), "--qd", str(workload["qd"]),
+           "--seconds", str(seconds), "--span", str(SPAN)]
+    before = tree_cpu_seconds(serve.proc.pid)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate() for p in procs]
+    used = tree_cpu_seconds(serve.proc.pid) - before
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"nvmf_load failed: {' '.join(err.strip() for _, err in outs)}")
+    reps = [json.loads(out) for out, _ in outs]
+    commands = sum(r["commands"] for r in reps)
+    return {"iops": sum(r["iops"] for r in reps), "p50_us": statistics.median(r["p50_us"] for r in reps),
+            "target_cpu_us": used / max(1, commands) * 1e6}
 
 
 def spdk_perf(perf: str, serve: Serve, seconds: float, rw: str, bs: int, qd: int) -> dict | None:
@@ -291,7 +334,7 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="DIR",
                     help="another checkout of nvmestack (e.g. a git worktree of an older commit): its serve is "
                          "measured too, as the 'baseline' path")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: machine,general,idle,host,pcie")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: machine,general,idle,host,workers,pcie")
     opts = ap.parse_args()
     skip = set(filter(None, opts.skip.split(",")))
     secs, rep = opts.seconds, opts.repeat
@@ -369,6 +412,19 @@ def main() -> None:
                         results.setdefault(("baseline", label), []).append(load(base, secs, **workload))
             finally:
                 base.stop()
+        workers_rows: dict[str, list[dict]] = {}
+        if "workers" not in skip:
+            for label, count in (("one process", 0), ("--workers 2", 2)):
+                srv = Serve(tmp, fast=True, data_dir=f"workers{count}", workers=count, pin=False)
+                try:
+                    nvmf_load.run("127.0.0.1", srv.port, NQN, rw="write", bs=131072, qd=8, seconds=1e9,
+                                  span=SPAN, latencies=False, limit=SPAN // 131072)
+                    os.sync()
+                    for _ in range(rep):
+                        workers_rows.setdefault(label, []).append(
+                            load_pair(srv, secs, rw="randread", bs=4096, qd=32))
+                finally:
+                    srv.stop()
         pcie_rows: dict[str, list[dict]] = {}
         if "pcie" not in skip:
             drives = [("", None)] + ([(", baseline", opts.baseline)] if opts.baseline else [])
@@ -449,6 +505,16 @@ def main() -> None:
             if fast_rr:
                 line += f", / lean initiator {statistics.median([r['iops'] for r in rows]) / fast_rr:.2f}"
             print(line)
+    if workers_rows:
+        print("Worker processes: nvmestack serve unpinned, two bench/nvmf_load.py at once (an association each), "
+              "4 KiB random read QD32")
+        for label, rows in workers_rows.items():
+            print(f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
+                  f"p50 {spread([r['p50_us'] for r in rows])} us, "
+                  f"target CPU {spread([r['target_cpu_us'] for r in rows], '{:.1f}')} us/cmd (all its processes)")
+        if len(workers_rows) == 2:
+            one, two = (statistics.median(r["iops"] for r in rows) for rows in workers_rows.values())
+            print(f"  --workers 2 / one process                              {two / one:.2f}")
     if pcie_rows:
         print("An emulated PCIe drive through our host (nvmestack bench, one process on CPU 1), 4 KiB random read "
               "QD32")
