@@ -289,6 +289,7 @@ class QueueManager:
         self.mode = mode
         self.lock = threading.RLock()
         self.post_lock = threading.RLock()
+        self._fast_ready: tuple[Any, bool] | None = None  # (FastIo, its ready()) for this run of commands
         self._post_scope = _Posting(self)
         # Held while a command is fetched and started; the function holds it
         # around resets so that no command of an old queue starts after one.
@@ -579,6 +580,7 @@ class QueueManager:
         if getattr(self._local, "busy", False):
             return
         self._local.busy = True
+        self._fast_ready = None  # looked at again for this run of commands
         try:
             while not self._closed:
                 with self.gate:
@@ -626,8 +628,17 @@ class QueueManager:
 
     def _start(self, sq: SubmissionQueue, cq: CompletionQueue, raw: bytes) -> None:
         fast = sq.fast
-        if fast is not None and not raw[1] and fast.ready() and self._fast(fast, sq, cq, raw):
-            return
+        if fast is not None and not raw[1]:
+            # Whether the fast path may run (FastIo.ready) is looked at once for
+            # a run of commands of one queue, as the TCP target does once per
+            # batch received, and again after any command of the general path
+            # (which may change it: a Sanitize, a Format, a reset).
+            ready = self._fast_ready
+            if ready is None or ready[0] is not fast:
+                ready = self._fast_ready = (fast, fast.ready())
+            if ready[1] and self._fast(fast, sq, cq, raw):
+                return
+        self._fast_ready = None
         ctrl = self.ctrl
         req = ctrl.new_request(raw, sq.qid, self._completer(sq, cq))
         try:

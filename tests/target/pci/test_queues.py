@@ -12,9 +12,11 @@ from nvmestack.spec.admin import (
     AsyncEventRequest,
     CreateIoCq,
     CreateIoSq,
+    GetFeatures,
     GetLogPage,
     Identify,
     QueuePriority,
+    Sanitize,
     SetFeatures,
 )
 from nvmestack.spec.features import FeatureId
@@ -418,3 +420,33 @@ def test_device_keeps_serving_many_commands(host):
         ok(io.command(Read(nsid=1, slba=100 + i, nlb=0, prp1=out.addr)))
         assert bytes(out.view[:2]) == bytes([4, i])
     assert host.bar_read32(Reg.CSTS) & 0x3 == 1  # ready, not fatal
+
+
+def test_a_command_that_changes_what_the_fast_path_may_do_is_seen_by_the_next_one(host, subsystem, io_path):
+    """The device looks at whether the fast path may run once for a run of
+    commands of one queue, and again after any command of the general path:
+    a Sanitize fetched between two Reads of one run gates the second Read."""
+    fn = host.function
+    ops = subsystem.operations
+    ops.sanitize_seconds = 5.0
+    ok(host.admin_command(SetFeatures(fid=FeatureId.ARBITRATION, cdw11=0))[0])  # round robin, one per turn
+    pair = host.create_io_queue_pair(1, 8)
+    buf = host.alloc(PAGE)
+    ok(pair.command(Read(nsid=1, slba=0, nlb=0, prp1=buf.addr)))  # the arbiter last served queue 1, then...
+    ok(host.admin_command(GetFeatures(fid=FeatureId.ARBITRATION))[0])  # ...the admin queue
+    host.set_bus_master(False)
+    pair.post(Read(nsid=1, slba=0, nlb=0, prp1=buf.addr), cid=1)
+    pair.post(Read(nsid=1, slba=0, nlb=0, prp1=buf.addr), cid=2)
+    pair.ring()
+    host.admin.post(Sanitize(sanact=2), cid=7)
+    host.admin.ring()
+    since = len(fn.queues.fetch_log)
+    host.set_bus_master(True)
+    (san,) = host.admin.wait(1)
+    ok(san)
+    first, second = sorted(pair.wait(2), key=lambda c: c.cid)
+    assert fetch_order(fn, since) == [1, 0, 1]  # Read, Sanitize, Read: one run of commands
+    ok(first)
+    status_is(second, G.SANITIZE_IN_PROGRESS, dnr=False)
+    ops._stop.set()  # end the sanitize operation early
+    assert ops.wait_sanitize()
