@@ -444,6 +444,7 @@ class _Stream:
         self._small = bytearray(COMMON_HEADER_SIZE)
         self._direct = False
         self._fresh: bytearray | None = None
+        self._kept: bytearray | None = None  # recv_buffer(keep=True)'s buffer
         self._hdr_ref: tuple[memoryview, int, int] | None = None
         # The common header of a command capsule without data and of one with
         # in-capsule data at the usual PDO (its first four bytes), as integers,
@@ -485,18 +486,32 @@ class _Stream:
                 self._hdr_ref = None  # never keep a receive buffer alive past this call
             return events
 
-    def recv_buffer(self, size: int = 65536) -> memoryview:
+    def recv_buffer(self, size: int = 65536, *, keep: bool = False) -> memoryview:
         """A buffer to receive into (``sock.recv_into``), then call
         :meth:`received_into` with the count.  While a large PDU is being
-        assembled this is the rest of that PDU itself (no copy at all)."""
+        assembled this is the rest of that PDU itself (no copy at all).
+        ``keep``: the stream keeps the buffer and hands it out again once
+        nothing holds a view of it any more (the events of the last receive
+        were dropped) -- no new memory per receive, for a connection that
+        is busy; without it (an idle connection holds nothing) a new one."""
         with self.lock:
             pbuf, info = self._pbuf, self._info
             if pbuf is not None and info is not None and info.plen - self._have >= _DIRECT_MIN:
                 self._direct = True
                 return memoryview(pbuf)[self._have : info.plen]
             self._direct = False
-            self._fresh = bytearray(size)
-            return memoryview(self._fresh)
+            buf = self._kept if keep else None
+            if buf is not None:
+                try:  # a resize is refused while a view of the buffer lives
+                    buf.append(0)
+                    buf.pop()
+                except BufferError:
+                    buf = None
+            if buf is None or len(buf) != size:
+                buf = bytearray(size)
+            self._kept = buf if keep else None
+            self._fresh = buf
+            return memoryview(buf)
 
     def received_into(self, count: int) -> list[Event]:
         """``count`` bytes were received into the last :meth:`recv_buffer`."""

@@ -532,7 +532,7 @@ class TcpQueue(HostQueue):
                 self._flush_locked()
             stream = self.stream
             for _ in range(_PUMP_BATCH):
-                buf = stream.recv_buffer(RECV_SIZE)
+                buf = stream.recv_buffer(RECV_SIZE, keep=True)  # the events are gone before the next
                 try:
                     n = self.sock.recv_into(buf)
                 except (BlockingIOError, InterruptedError):

@@ -796,3 +796,24 @@ def test_c2h_data_and_response_events_are_the_same_on_both_lanes(whole):
     assert [(e.offset, e.last, e.success) for e in events[:2]] == [(0, False, False), (4096, True, False)]
     assert events[2].cid == 1 and events[2].known and bytes(events[2].cqe) == bytes(resp)[8:24]
     assert host.outstanding == 0
+
+
+def test_a_kept_receive_buffer_is_reused_only_when_nothing_holds_a_view_of_it():
+    host = reading_host(length=8192)
+    buf = host.recv_buffer(65536, keep=True)
+    pdu = c2h(1, 0, b"a" * 4096, last=False)
+    buf[: len(pdu)] = pdu
+    (ev,) = host.received_into(len(pdu))
+    first = buf.obj
+    del buf
+    # The event's data is a view of the buffer: the next one is another buffer.
+    again = host.recv_buffer(65536, keep=True)
+    assert again.obj is not first
+    pdu = c2h(1, 4096, b"b" * 4096)
+    again[: len(pdu)] = pdu
+    (ev2,) = host.received_into(len(pdu))
+    assert bytes(ev.data) == b"a" * 4096 and bytes(ev2.data) == b"b" * 4096  # nothing overwritten
+    kept = again.obj
+    del ev2, again
+    assert host.recv_buffer(65536, keep=True).obj is kept  # no view left: the same buffer again
+    assert host.recv_buffer(4096).obj is not kept  # without keep: a new one
