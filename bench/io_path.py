@@ -509,19 +509,14 @@ def main() -> None:
     if host_rows:
         print("Our host (nvmestack bench, CPU 1) against nvmestack serve (CPU 0), 4 KiB random read QD32")
         for label, rows in host_rows.items():
-            line = (f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
-                    f"p50 {spread([r['p50_us'] for r in rows])} us, "
-                    f"host CPU {spread([r['host_cpu_us'] for r in rows], '{:.1f}')} us/cmd")
-            if fast_rr:
-                line += f", / lean initiator {statistics.median([r['iops'] for r in rows]) / fast_rr:.2f}"
-            print(line)
+            tail = (f", / lean initiator {statistics.median([r['iops'] for r in rows]) / fast_rr:.2f}"
+                    if fast_rr else "")
+            print(_row(label, rows, "host_cpu_us", "host CPU", tail))
     if workers_rows:
         print("Worker processes: nvmestack serve unpinned, two bench/nvmf_load.py at once (an association each), "
               "4 KiB random read QD32")
         for label, rows in workers_rows.items():
-            print(f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
-                  f"p50 {spread([r['p50_us'] for r in rows])} us, "
-                  f"target CPU {spread([r['target_cpu_us'] for r in rows], '{:.1f}')} us/cmd (all its processes)")
+            print(_row(label, rows, "target_cpu_us", "target CPU", " (all its processes)"))
         if len(workers_rows) == 2:
             one, two = (statistics.median(r["iops"] for r in rows) for rows in workers_rows.values())
             print(f"  --workers 2 / one process                              {two / one:.2f}")
@@ -529,9 +524,14 @@ def main() -> None:
         print("An emulated PCIe drive through our host (nvmestack bench, host and device in one process), 4 KiB "
               "random read QD32")
         for label, rows in pcie_rows.items():
-            print(f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
-                  f"p50 {spread([r['p50_us'] for r in rows])} us, "
-                  f"CPU {spread([r['host_cpu_us'] for r in rows], '{:.1f}')} us/cmd (host and device)")
+            print(_row(label, rows, "host_cpu_us", "CPU", " (host and device)"))
+
+
+def _row(label: str, rows: list[dict], cpu_key: str, cpu_name: str, tail: str = "") -> str:
+    """One configuration's line: IOPS, p50 and CPU per command, min / median."""
+    return (f"  {label:<34} IOPS {spread([r['iops'] for r in rows])}, "
+            f"p50 {spread([r['p50_us'] for r in rows])} us, "
+            f"{cpu_name} {spread([r[cpu_key] for r in rows], '{:.1f}')} us/cmd{tail}")
 
 
 if __name__ == "__main__":
