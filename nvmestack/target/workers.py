@@ -35,8 +35,9 @@ and :class:`~.tcp.TcpConnection` code as the main process).
   Uncorrectable), a namespace added or removed, a fault rule armed --
   bumps a **generation** counter in shared memory *before* the host can
   learn of it.  A worker reads it once per batch of received commands;
-  when it moved, the worker forwards everything until the main process
-  sent it the new state.
+  when it moved, the worker waits for the main process's new state (at
+  most ``_SYNC_WAIT``; without it in time it forwards everything until it
+  comes), so the next command sees the change as in one process.
 * Each queue has a slot in the same shared memory: its SMART counters
   (summed by ``Health`` like any queue's :class:`~.health.IoCounters`)
   and the time of its last traffic (the keep-alive timer counts I/O as a
