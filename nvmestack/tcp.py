@@ -1229,9 +1229,7 @@ class HostStream(_Stream):
         events.append(ICRespReceived(resp.pfv, resp.cpda, self.hdgst, self.ddgst, maxh2cdata))
 
     def _response(self, pdu: memoryview, info: _Pdu, events: list[Event]) -> None:
-        cid = _LE16.unpack_from(pdu, _CQE_CID)[0]
-        known = self._cmds.pop(cid, None) is not None
-        events.append(ResponseReceived(cid, pdu[_CQE_OFF : _CQE_OFF + 16], known))
+        self._lane_response(pdu, 0, info.plen, 0, events)
 
     # The fast lane's handlers (see _Stream._feed): a whole PDU without
     # digests at ``pos`` whose common header every check accepts.

@@ -319,13 +319,12 @@ class HostQueue:
             if tag is None:
                 self.spurious += 1
                 return None
-            req = self.inflight.pop(tag, None)
-            self.tags.put(tag)
+            req = self.inflight.get(tag)
             if req is None:  # pragma: no cover - tags and map move together
+                self.tags.put(tag)
                 self.spurious += 1
                 return None
-            self.completed += 1
-            req.queue = None
+            self._took(tag)
             return req
 
     def _took(self, tag: int) -> None:

@@ -617,8 +617,7 @@ class TcpQueue(HostQueue):
                 waiter.dw0, waiter.dw1 = dw0, dw1
                 waiter.event.set()
                 return None
-            tag = self.tags.tag_of(cid)
-            req = self.inflight.get(tag) if tag is not None else None
+            req = self._lookup(cid)
             if req is None:
                 self.spurious += 1
                 log.warning("queue %d: response for unknown command id %#x (status %#x) ignored", self.qid, cid,
@@ -630,15 +629,14 @@ class TcpQueue(HostQueue):
                 return f"command {cid:#x}: {m.received} of {m.length} bytes of read data before the response"
             if m is not None and m.status is not None and not status >> 1:
                 status = m.status
-            self._took(tag)
+            self._took(req.tag)
         done.append((req, CqEntry(dw0, dw1, sqhd, sqid, cid, status)))
         return None
 
     def _on_c2h(self, ev: C2HDataReceived, done: list) -> str | None:
         self.c2h_pdus += 1
         with self.lock:
-            tag = self.tags.tag_of(ev.cid)
-            req = self.inflight.get(tag) if tag is not None else None
+            req = self._lookup(ev.cid)
             if req is None:  # taken out of flight meanwhile (timeout while connecting)
                 return None
             m: _TcpData | None = req.mapping
@@ -661,7 +659,7 @@ class TcpQueue(HostQueue):
                 return None
             if m.received != m.length:
                 return f"command {ev.cid:#x}: SUCCESS after {m.received} of {m.length} bytes"
-            self._took(tag)
+            self._took(req.tag)
             self.success_completions += 1
             status = m.status or 0
         done.append((req, CqEntry(0, 0, 0, self.qid, ev.cid, status)))

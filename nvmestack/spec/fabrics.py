@@ -304,13 +304,9 @@ def nqn_problem(nqn: str | bytes) -> str | None:
     (e.g. ``nqn.2014-08.com.example:nvme:nvm-subsystem-sn-d78432``), and
     ``nqn.2014-08.org.nvmexpress:uuid:<UUID>``.  At most 223 bytes of UTF-8.
     """
-    if isinstance(nqn, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(nqn).decode("utf-8")
-        except UnicodeDecodeError:
-            return "not valid UTF-8"
-    else:
-        text = nqn
+    text = _nqn_text(nqn)
+    if text is None:
+        return "not valid UTF-8"
     size = len(text.encode("utf-8"))
     if size > NQN_MAX_LEN:
         return f"{size} bytes long, the maximum is {NQN_MAX_LEN}"
@@ -335,19 +331,25 @@ def nqn_problem(nqn: str | bytes) -> str | None:
     return None
 
 
+def _nqn_text(nqn: str | bytes) -> str | None:
+    """An NQN as text (bytes decoded as UTF-8), or None when it is not UTF-8."""
+    if isinstance(nqn, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(nqn).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return nqn
+
+
 def nqn_unusable(nqn: str | bytes) -> str | None:
     """Why ``nqn`` cannot name a subsystem on the wire at all (empty, longer
     than the 223 bytes of SUBNQN, a NUL or control character, not UTF-8),
     or ``None``.  A name that is carried but breaks the NQN syntax (Linux's
     nvmet accepts any name, e.g. blktests' ``blktests-subsystem-1``) is
     :func:`nqn_problem`'s business."""
-    if isinstance(nqn, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(nqn).decode("utf-8")
-        except UnicodeDecodeError:
-            return "not valid UTF-8"
-    else:
-        text = nqn
+    text = _nqn_text(nqn)
+    if text is None:
+        return "not valid UTF-8"
     if not text:
         return "empty"
     size = len(text.encode("utf-8"))

@@ -127,10 +127,7 @@ class FastIo:
     def _geometry(self, sqe, opcode_expected: int):
         """(geometry, SLBA, bytes) of a fast Read/Write, or None (a Write
         also needs the volatile write cache on)."""
-        opcode, flags, cid, nsid = _HEAD.unpack_from(sqe, 0)
-        if opcode != opcode_expected or flags & _FUSE_MASK:
-            return None
-        ns = self._namespace(nsid, cid)
+        ns = self._command_namespace(sqe, opcode_expected)
         if ns is None:
             return None
         geo = ns.fast
@@ -143,9 +140,17 @@ class FastIo:
         if slba + nlb > geo.nblocks:
             return None
         length = nlb << geo.shift
-        if length > self.max_transfer or (opcode == WRITE and not self._write_cache()):
+        if length > self.max_transfer or (opcode_expected == WRITE and not self._write_cache()):
             return None
         return geo, slba, length
+
+    def _command_namespace(self, sqe, opcode_expected: int):
+        """The namespace of a command with opcode ``opcode_expected`` and
+        FUSE 0 that the fast path may run (see :meth:`_namespace`), else None."""
+        opcode, flags, cid, nsid = _HEAD.unpack_from(sqe, 0)
+        if opcode != opcode_expected or flags & _FUSE_MASK:
+            return None
+        return self._namespace(nsid, cid)
 
     def _namespace(self, nsid: int, cid: int):
         """The namespace NSID if it is active here and no general-path
@@ -244,10 +249,7 @@ class FastIo:
 
     def flush(self, sqe) -> bool:
         """Execute a Flush of one namespace.  False: declined."""
-        opcode, flags, cid, nsid = _HEAD.unpack_from(sqe, 0)
-        if opcode != FLUSH or flags & _FUSE_MASK:
-            return False
-        ns = self._namespace(nsid, cid)
+        ns = self._command_namespace(sqe, FLUSH)
         if ns is None:
             return False
         try:
