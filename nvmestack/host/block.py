@@ -166,6 +166,9 @@ _GROUP = {
 _IS_WRITE = {Op.READ: False, Op.VERIFY: False, Op.WRITE: True, Op.WRITE_ZEROES: True,
              Op.DISCARD: True, Op.FLUSH: True}
 _MERGEABLE = (Op.READ, Op.WRITE, Op.DISCARD)
+# The same two maps as tuples indexed by the op's value (every request).
+_GROUP_OF = tuple(int(_GROUP[op]) for op in Op)
+_WRITE_OF = tuple(int(_IS_WRITE[op]) for op in Op)
 
 
 # ---------------------------------------------------------------------------
@@ -803,8 +806,12 @@ class _Stats:
         now = self.clock()
         rq.start_ns = now
         with self.lock:
-            self._update_io_ticks(now, False)
-            self.in_flight[_IS_WRITE[rq.op]] += 1
+            if now > self.stamp:  # _update_io_ticks(now, False), inline (every request)
+                in_flight = self.in_flight
+                if in_flight[0] or in_flight[1]:
+                    self.io_ticks += now - self.stamp
+                self.stamp = now
+            self.in_flight[_WRITE_OF[rq.op]] += 1
 
     def merge(self, op: Op) -> None:
         with self.lock:
@@ -814,17 +821,21 @@ class _Stats:
         """Count ``rq`` as completed, once: False (nothing counted) when it
         was already."""
         now = self.clock()
-        group = _GROUP[rq.op]
+        op = rq.op
+        group = _GROUP_OF[op]
         with self.lock:
             if rq.completed:
                 return False
             rq.completed = True
-            self._update_io_ticks(now, True)
+            if now > self.stamp:  # _update_io_ticks(now, True), inline (every request)
+                self.io_ticks += now - self.stamp
+                self.stamp = now
             self.ios[group] += 1
-            if rq.op != Op.FLUSH:
+            if op != Op.FLUSH:
                 self.sectors[group] += rq.nblocks * block_size // SECTOR_SIZE
-            self.nsecs[group] += max(0, now - rq.start_ns)
-            self.in_flight[_IS_WRITE[rq.op]] -= 1
+            if now > rq.start_ns:
+                self.nsecs[group] += now - rq.start_ns
+            self.in_flight[_WRITE_OF[op]] -= 1
         return True
 
     def snapshot(self) -> IoStats:
@@ -1122,15 +1133,20 @@ class BlockDevice(_Ops):
         MDTS changed, which is never on the I/O path."""
         ns = self.ns
         ctrl = ns.ctrl
-        sources = (getattr(ctrl, "identify", None), getattr(ns, "identify", None),
-                   getattr(ctrl, "identify_nvm", None), getattr(ctrl, "transport", None))
-        sizes = (ns.block_size, getattr(ctrl, "max_transfer", 0), getattr(ctrl, "max_segments", None))
+        try:  # the host core's controller has them all
+            key = (ctrl.identify, ns.identify, ctrl.identify_nvm, ctrl.transport, ns.block_size, ctrl.max_transfer,
+                   ctrl.max_segments)
+        except AttributeError:
+            key = (getattr(ctrl, "identify", None), getattr(ns, "identify", None), getattr(ctrl, "identify_nvm", None),
+                   getattr(ctrl, "transport", None), ns.block_size, getattr(ctrl, "max_transfer", 0),
+                   getattr(ctrl, "max_segments", None))
         cached = self._limits_cache
-        if (cached is not None and cached[1] == sizes and cached[0][0] is sources[0] and cached[0][1] is sources[1]
-                and cached[0][2] is sources[2] and cached[0][3] is sources[3]):
-            return cached[2]
+        # The sources compare by identity first (a tuple's comparison), the
+        # sizes by value.
+        if cached is not None and cached[0] == key:
+            return cached[1]
         limits = queue_limits(ns, **self._overrides)
-        self._limits_cache = (sources, sizes, limits)  # holds the sources: no id is reused while cached
+        self._limits_cache = (key, limits)  # holds the sources: no id is reused while cached
         return limits
 
     def plug(self, *, merge: bool = True):
@@ -1166,18 +1182,19 @@ class BlockDevice(_Ops):
     # -- arguments
 
     def _whole_blocks(self, nbytes: int) -> int:
-        bs = self.block_size
+        bs = int(self.ns.block_size)
         if nbytes % bs:
             raise ValueError(f"buffer size {nbytes} is not a multiple of the block size {bs}")
         return nbytes // bs
 
     def _lba_range(self, lba: Any, nblocks: Any) -> tuple[int, int]:
         lba, nblocks = operator.index(lba), operator.index(nblocks)
-        if getattr(self.ns, "removed", False):
+        ns = self.ns
+        if getattr(ns, "removed", False):
             raise OSError(errno.ENXIO, f"{self.name}: the namespace was removed")
         if lba < 0 or nblocks < 0:
             raise ValueError(f"negative LBA or block count ({lba}, {nblocks})")
-        cap = self.nblocks
+        cap = int(ns.nblocks)
         if lba + nblocks > cap or (nblocks == 0 and lba > cap):
             raise ValueError(f"blocks {lba}..{lba + nblocks - 1} are beyond the end of {self.name} ({cap} blocks)")
         return lba, nblocks
@@ -1209,9 +1226,12 @@ class BlockDevice(_Ops):
             if prinfo is None and FAST_PATH:
                 make_io = getattr(self.ns.ctrl, "make_io", None)
                 current = _current_plug.get()
-                if make_io is not None and (current is None or current._closed or not current.merge):
+                if current is not None and current._closed:
+                    current = None
+                if make_io is not None and (current is None or not current.merge):
                     # Nothing can merge with it: the command itself is the request.
-                    return self._queue(op, value, [self._io_request(make_io, op, lba, nblocks, segs, fua)], limits)
+                    return self._queue_one(self._io_request(make_io, op, lba, nblocks, segs, fua), value, current,
+                                           limits)
             pieces = [_Request(self, op, lba, nblocks, segs=segs, fua=fua)]
         else:
             pieces = [_Request(self, op, slba, n, segs=s, fua=fua) for slba, n, s in _split_rw(lba, segs, limits)]
@@ -1265,26 +1285,13 @@ class BlockDevice(_Ops):
         return self._queue(op, None, pieces, limits)
 
     def _queue(self, op: Op, value: Any, pieces: list[_Request], limits: QueueLimits) -> BlockIO:
-        io = BlockIO(op, value)
         current = _current_plug.get()
         if current is not None and current._closed:
             current = None
-        io._plug = current
         if len(pieces) == 1:
-            # One piece: its reference is the only one the BlockIO waits for
-            # (nothing to seal once the others are queued).
-            piece = pieces[0]
-            if type(piece) is _IoRequest:
-                piece.io = io
-                io._hreqs.append(piece)
-            else:
-                piece.ios.append(io)
-            if current is not None:
-                current.add(piece, limits)
-            else:
-                self._start(piece)
-                self._dispatch(pieces)
-            return io
+            return self._queue_one(pieces[0], value, current, limits)
+        io = BlockIO(op, value)
+        io._plug = current
         try:
             for piece in pieces:
                 io._get()
@@ -1297,6 +1304,24 @@ class BlockDevice(_Ops):
                 self._dispatch(pieces)
         finally:
             io._seal()
+        return io
+
+    def _queue_one(self, piece: _Request, value: Any, current: Plug | None, limits: QueueLimits) -> BlockIO:
+        """:meth:`_queue` for one piece (``current``: the open plug or
+        None): its reference is the only one the BlockIO waits for (nothing
+        to seal once the others are queued)."""
+        io = BlockIO(piece.op, value)
+        io._plug = current
+        if type(piece) is _IoRequest:
+            piece.io = io
+            io._hreqs.append(piece)
+        else:
+            piece.ios.append(io)
+        if current is not None:
+            current.add(piece, limits)
+        else:
+            self._start(piece)
+            self._dispatch([piece])
         return io
 
     # -- accounting and dispatch (called by the plug too)
@@ -1443,7 +1468,11 @@ class BlockDevice(_Ops):
 
     def _io_done(self, req: _IoRequest) -> None:
         """An _IoRequest finished (its HostRequest completion)."""
-        self._on_done(req, req)
+        status = req.status
+        if req.error is None and status is not None and status.ok:
+            self._complete(req, None)
+        else:
+            self._on_done(req, req)
 
     def _on_done(self, rq: _Request, hreq: Any) -> None:
         status = hreq.status
@@ -1459,7 +1488,7 @@ class BlockDevice(_Ops):
 
     def _complete(self, rq: _Request, exc: BaseException | None) -> None:
         try:
-            first = self._stats.done(rq, self.block_size)
+            first = self._stats.done(rq, int(self.ns.block_size))
         except Exception:
             log.exception("%s: statistics update failed", self.name)
             first = True

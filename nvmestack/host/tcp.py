@@ -262,6 +262,9 @@ class TcpQueue(HostQueue):
         self.maxh2cdata = 0
         self.cpda = 0
         self._tx: deque[Any] = deque()  # buffers not sent yet
+        # Command capsules of the batch being submitted (queue lock held):
+        # _ring moves them to _tx under the tx lock once per batch.
+        self._staged: list[Any] = []
         self._tx_lock = threading.Lock()
         self._rx_lock = threading.Lock()
         self._internal: dict[int, _Waiter] = {}  # tag -> the transport's own command in flight
@@ -417,10 +420,16 @@ class TcpQueue(HostQueue):
             m.received = 0
             m.status = None
             pdus = self.stream.command_views(req.cmd.raw, m.views, m.length, m.write, m.in_capsule)
-        with self._tx_lock:
-            self._tx.extend(pdus)
+        self._staged.extend(pdus)
 
     def _ring(self) -> None:
+        """The batch's capsules go to the send queue together (queue lock
+        held), then out."""
+        staged = self._staged
+        if staged:
+            with self._tx_lock:
+                self._tx.extend(staged)
+            staged.clear()
         self._kick()
 
     def _kick(self) -> None:
@@ -563,7 +572,13 @@ class TcpQueue(HostQueue):
         return len(done)
 
     def _handle(self, events: list, done: list) -> str | None:
-        """Act on the stream's events; returns why the connection must end."""
+        """Act on the stream's events; returns why the connection must end.
+        The queue lock is taken once for all of them (the handlers look up
+        and take requests in flight under it)."""
+        with self.lock:
+            return self._handle_locked(events, done)
+
+    def _handle_locked(self, events: list, done: list) -> str | None:
         for ev in events:
             kind = type(ev)
             if kind is ResponseReceived:
@@ -605,79 +620,79 @@ class TcpQueue(HostQueue):
         return self.inflight.get(tag) if tag is not None else None
 
     def _on_response(self, ev: ResponseReceived, done: list) -> str | None:
+        """A response capsule (queue lock held)."""
         dw0, dw1, sqhd, sqid, cid, status = _CQE.unpack_from(ev.cqe)
         self.responses += 1
-        with self.lock:
-            waiter = self._internal.get(cid & 0xFFF)
-            if waiter is not None and waiter.cid == cid:
-                del self._internal[cid & 0xFFF]
-                waiter.tags.put(waiter.tag)
-                self._tag_freed = bool(self.waiting)
-                waiter.status = Status.from_field(status, fabrics=True)
-                waiter.dw0, waiter.dw1 = dw0, dw1
-                waiter.event.set()
-                return None
-            req = self._lookup(cid)
-            if req is None:
-                self.spurious += 1
-                log.warning("queue %d: response for unknown command id %#x (status %#x) ignored", self.qid, cid,
-                            status >> 1)
-                return None
-            m: _TcpData | None = req.mapping
-            if m is not None and not m.write and not status >> 1 and m.received != m.length:
-                # NVMe has no short read (Linux's nvme_tcp_data_in_short).
-                return f"command {cid:#x}: {m.received} of {m.length} bytes of read data before the response"
-            if m is not None and m.status is not None and not status >> 1:
-                status = m.status
-            self._took(req.tag)
+        waiter = self._internal.get(cid & 0xFFF)
+        if waiter is not None and waiter.cid == cid:
+            del self._internal[cid & 0xFFF]
+            waiter.tags.put(waiter.tag)
+            self._tag_freed = bool(self.waiting)
+            waiter.status = Status.from_field(status, fabrics=True)
+            waiter.dw0, waiter.dw1 = dw0, dw1
+            waiter.event.set()
+            return None
+        req = self._lookup(cid)
+        if req is None:
+            self.spurious += 1
+            log.warning("queue %d: response for unknown command id %#x (status %#x) ignored", self.qid, cid,
+                        status >> 1)
+            return None
+        m: _TcpData | None = req.mapping
+        if m is not None and not m.write and not status >> 1 and m.received != m.length:
+            # NVMe has no short read (Linux's nvme_tcp_data_in_short).
+            return f"command {cid:#x}: {m.received} of {m.length} bytes of read data before the response"
+        if m is not None and m.status is not None and not status >> 1:
+            status = m.status
+        self._took(req.tag)
         done.append((req, CqEntry(dw0, dw1, sqhd, sqid, cid, status)))
         return None
 
     def _on_c2h(self, ev: C2HDataReceived, done: list) -> str | None:
+        """A C2HData PDU (queue lock held)."""
         self.c2h_pdus += 1
-        with self.lock:
-            req = self._lookup(ev.cid)
-            if req is None:  # taken out of flight meanwhile (timeout while connecting)
-                return None
-            m: _TcpData | None = req.mapping
-            if m is None or m.write:
-                return f"C2HData for command {ev.cid:#x}, which reads no data"
-            data, offset, views = ev.data, ev.offset, m.views
-            n = data.nbytes
-            if len(views) == 1 and offset + n <= m.length:  # one buffer: one copy, no scatter walk
-                views[0][offset : offset + n] = data
-            else:
-                try:
-                    sg_scatter(views, data, offset)
-                except ValueError:
-                    return f"C2HData {offset}+{n} beyond command {ev.cid:#x}'s {m.length} bytes"
-            m.received += n
-            if ev.digest_error:
-                log.error("queue %d: data digest error in C2HData of command %#x", self.qid, ev.cid)
-                m.status = _STATUS_DATA_TRANSFER_ERROR
-            if not ev.success:
-                return None
-            if m.received != m.length:
-                return f"command {ev.cid:#x}: SUCCESS after {m.received} of {m.length} bytes"
-            self._took(req.tag)
-            self.success_completions += 1
-            status = m.status or 0
+        req = self._lookup(ev.cid)
+        if req is None:  # taken out of flight meanwhile (timeout while connecting)
+            return None
+        m: _TcpData | None = req.mapping
+        if m is None or m.write:
+            return f"C2HData for command {ev.cid:#x}, which reads no data"
+        data, offset, views = ev.data, ev.offset, m.views
+        n = data.nbytes
+        if len(views) == 1 and offset + n <= m.length:  # one buffer: one copy, no scatter walk
+            views[0][offset : offset + n] = data
+        else:
+            try:
+                sg_scatter(views, data, offset)
+            except ValueError:
+                return f"C2HData {offset}+{n} beyond command {ev.cid:#x}'s {m.length} bytes"
+        m.received += n
+        if ev.digest_error:
+            log.error("queue %d: data digest error in C2HData of command %#x", self.qid, ev.cid)
+            m.status = _STATUS_DATA_TRANSFER_ERROR
+        if not ev.success:
+            return None
+        if m.received != m.length:
+            return f"command {ev.cid:#x}: SUCCESS after {m.received} of {m.length} bytes"
+        self._took(req.tag)
+        self.success_completions += 1
+        status = m.status or 0
         done.append((req, CqEntry(0, 0, 0, self.qid, ev.cid, status)))
         return None
 
     def _on_r2t(self, ev: R2TReceived) -> str | None:
+        """An R2T (queue lock held)."""
         self.r2ts += 1
-        with self.lock:
-            req = self._lookup(ev.cid)
-            if req is None:
-                return None
-            m: _TcpData | None = req.mapping
-            if m is None or not m.write:
-                return f"R2T for command {ev.cid:#x}, which writes no data"
-            pdus = self.stream.data_for_r2t(ev, m.views)
-            self.h2c_pdus += -(-ev.length // max(1, self.stream.maxh2cdata))
-            with self._tx_lock:
-                self._tx.extend(pdus)
+        req = self._lookup(ev.cid)
+        if req is None:
+            return None
+        m: _TcpData | None = req.mapping
+        if m is None or not m.write:
+            return f"R2T for command {ev.cid:#x}, which writes no data"
+        pdus = self.stream.data_for_r2t(ev, m.views)
+        self.h2c_pdus += -(-ev.length // max(1, self.stream.maxh2cdata))
+        with self._tx_lock:
+            self._tx.extend(pdus)
         return None
 
     def _deliver(self, done: list) -> None:

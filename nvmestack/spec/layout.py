@@ -455,8 +455,14 @@ class Struct:
 
     @property
     def raw(self) -> memoryview:
-        """The structure's own bytes, as a memoryview into the buffer."""
-        return self._mv[self._off : self._off + self.SIZE]
+        """The structure's own bytes, as a memoryview into the buffer (the
+        view itself when the buffer is exactly the structure, as a
+        command's own 64 bytes are)."""
+        mv = self._mv
+        off = self._off
+        if not off and len(mv) == self.SIZE:
+            return mv
+        return mv[off : off + self.SIZE]
 
     def encode(self) -> bytes:
         return bytes(self.raw)

@@ -543,10 +543,13 @@ class Status:
     equality.
     """
 
-    __slots__ = ("_value", "_fabrics")
+    __slots__ = ("_value", "_fabrics", "ok")
 
     _value: int
     _fabrics: bool
+    #: Successful Completion (SCT 0h, SC 0h), whatever CRD/More/DNR say: an
+    #: attribute set once (every completion asks).
+    ok: bool
 
     def __init__(self, sct: int, sc: int, *, crd: int = 0, more: bool = False, dnr: bool = False,
                  fabrics: bool = False) -> None:
@@ -571,6 +574,7 @@ class Status:
             value |= DNR
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "_fabrics", fabrics)
+        object.__setattr__(self, "ok", not value & (SCT_MASK | SC_MASK))
 
     @classmethod
     def _make(cls, value: int, fabrics: bool) -> "Status":
@@ -582,6 +586,7 @@ class Status:
             obj = object.__new__(cls)
             object.__setattr__(obj, "_value", value)
             object.__setattr__(obj, "_fabrics", bool(fabrics))
+            object.__setattr__(obj, "ok", not value & (SCT_MASK | SC_MASK))
             _MADE[key] = obj
         return obj
 
@@ -669,11 +674,6 @@ class Status:
         return self._fabrics
 
     # -- meaning -----------------------------------------------------------
-
-    @property
-    def ok(self) -> bool:
-        """Successful Completion (SCT 0h, SC 0h), whatever CRD/More/DNR say."""
-        return not (self._value & (SCT_MASK | SC_MASK))
 
     @property
     def code(self) -> _Code | None:
