@@ -154,6 +154,9 @@ assert _DATA_LENGTH == _DATA_OFFSET + 4
 _LE32X2 = _struct.Struct("<II")  # DATAO and DATAL (R2TO and R2TL) in one read
 assert (R2T.cccid.offset, R2T.ttag.offset, R2T.r2to.offset, R2T.r2tl.offset) == (
     _DATA_CCCID, _DATA_TTAG, _DATA_OFFSET, _DATA_LENGTH)
+# A C2HData header's FLAGS, CCCID, DATAO and DATAL in one read (the fast lane).
+_C2H_FIELDS = _struct.Struct(f"<{_FEI_FLAGS}xB{_DATA_CCCID - _FEI_FLAGS - 1}xH{_DATA_OFFSET - _DATA_CCCID - 2}xII")
+assert _C2H_FIELDS.size == _DATA_LENGTH + 4
 _FES_OFF = C2HTermReq.fes.offset
 _FEI_OFF = C2HTermReq.fei.offset
 _SQE_OFF = CapsuleCmd.cmd.offset  # the SQE in a command capsule
@@ -1240,9 +1243,7 @@ class HostStream(_Stream):
         events.append(ResponseReceived(cid, mv[pos + _CQE_OFF : pos + _CQE_OFF + 16], known))
 
     def _lane_c2h(self, mv: memoryview, pos: int, plen: int, pdo: int, events: list[Event]) -> None:
-        flags = mv[pos + _FEI_FLAGS]
-        cccid = _LE16.unpack_from(mv, pos + _DATA_CCCID)[0]
-        datao, datal = _LE32X2.unpack_from(mv, pos + _DATA_OFFSET)
+        flags, cccid, datao, datal = _C2H_FIELDS.unpack_from(mv, pos)
         try:
             self._c2h_fields(cccid, datao, datal, plen - pdo, flags)
         except _Fatal:

@@ -13,7 +13,10 @@ of a job in its own thread, and returns a :class:`BenchResult`:
 (fio's group reporting), and ``text()`` a short summary like fio's.
 
 How a job runs (fio's libaio engine, in miniature): up to ``iodepth`` I/Os
-are in flight through ``dev.submit`` (each returns its BlockIO at once); a
+are in flight through ``dev.submit`` (each returns its BlockIO at once), the
+I/Os of a refill sent as one batch (one plug), or in batches of
+``iodepth_batch_submit`` (fio's option; its default of 1 would cost a send
+per I/O here, so 0, the whole refill, is ours); a
 done callback stamps the completion time (``time.perf_counter_ns``, so the
 latency is submission to completion, fio's ``lat``); the job thread reaps
 completions, refills the queue and waits on the oldest I/O in flight when
@@ -101,6 +104,7 @@ class Job:
     rw: str = "read"  # read | write | randread | randwrite | randrw (rw/readwrite: sequential mix)
     bs: int = 4096
     iodepth: int = 1
+    iodepth_batch_submit: int = 0  # I/Os per submission batch (one plug); 0: every free slot at once
     numjobs: int = 1
     runtime: float | None = None  # seconds
     size: int | None = None  # bytes of I/O per job copy
@@ -118,6 +122,8 @@ class Job:
             raise ValueError(f"bs must be positive, not {self.bs}")
         if self.iodepth < 1:
             raise ValueError(f"iodepth must be at least 1, not {self.iodepth}")
+        if self.iodepth_batch_submit < 0:
+            raise ValueError(f"iodepth_batch_submit must be 0 or more, not {self.iodepth_batch_submit}")
         if self.numjobs < 1:
             raise ValueError(f"numjobs must be at least 1, not {self.numjobs}")
         if self.runtime is not None and self.runtime <= 0:
@@ -269,6 +275,8 @@ class JobResult:
 def _job_options(job: Job) -> dict[str, str]:
     opts = {"rw": job.rw, "bs": str(job.bs), "iodepth": str(job.iodepth), "numjobs": str(job.numjobs),
             "offset": str(job.offset)}
+    if job.iodepth_batch_submit:
+        opts["iodepth_batch_submit"] = str(job.iodepth_batch_submit)
     if job.runtime is not None:
         opts["runtime"] = str(job.runtime)
     if job.size is not None:
@@ -470,6 +478,7 @@ class _Runner:
         self.base_lba = job.offset // lbs + index * units * self.bsb
         self.rng = random.Random(f"{job.seed}:{job.name}:{index}")
         self.read_pct = job.read_percent
+        self.random = job.random
         self.limit = job.size if job.size is not None else (None if job.runtime is not None else units * job.bs)
         self.verify = job.verify
         self.expected: array | None = None
@@ -504,7 +513,7 @@ class _Runner:
         rng = self.rng
         pct = self.read_pct
         is_read = pct == 100 or (pct and rng.random() * 100 < pct)
-        if job.random:
+        if self.random:
             unit = self._random_unit()
             if self.verify:
                 while unit in self.busy:
@@ -638,15 +647,22 @@ class _Runner:
         inflight = 0
         stop = False
         stop_event = self.stop
+        batch = self.job.iodepth_batch_submit
         while True:
             # The I/Os of one refill go out as one submission batch (a plug that
-            # does not merge: each I/O stays the command fio would send).
+            # does not merge: each I/O stays the command fio would send), or
+            # in batches of iodepth_batch_submit.
+            # The deadline and the stop event are looked at once per refill.
+            if free and not stop and ((deadline_ns is not None and clock() >= deadline_ns)
+                                      or (stop_event is not None and stop_event.is_set())):
+                stop = True
             with plug(merge=False) if plug is not None and len(free) > 1 else nullcontext():
-                while free and not stop:
-                    if (self.error is not None or (deadline_ns is not None and clock() >= deadline_ns)
-                            or (stop_event is not None and stop_event.is_set())):
+                room = batch or len(free)
+                while free and not stop and room:
+                    if self.error is not None:
                         stop = True
                         break
+                    room -= 1
                     item = next_io()
                     if item is None:
                         stop = True
@@ -672,6 +688,8 @@ class _Runner:
                     io.add_done_callback(slot.on_done)
                     pending.append(io)
                     inflight += 1
+            if batch and free and not stop and not room:
+                continue  # the refill's next batch
             if not inflight:
                 return
             if not done_q:

@@ -125,6 +125,10 @@ def _bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bs", "--blocksize", dest="bs", type=_positive, default=4096, metavar="BYTES",
                    help="block size of each I/O, e.g. 4k, 128k (default: 4k)")
     p.add_argument("--iodepth", type=_positive, default=1, metavar="N", help="I/Os in flight per job (default: 1)")
+    p.add_argument("--iodepth_batch_submit", "--iodepth_batch", "--iodepth-batch-submit", dest="iodepth_batch_submit",
+                   type=int, default=0, metavar="N",
+                   help="I/Os submitted together (one plug, one doorbell or send); 0: every free slot at once "
+                        "(default: 0)")
     p.add_argument("--numjobs", type=_positive, default=1, metavar="N",
                    help="copies of the job, each in its own thread with its own I/O queue (default: 1)")
     p.add_argument("--runtime", type=parse_runtime, metavar="TIME", help="stop after TIME (seconds, or 500ms, 2m ...)")
@@ -216,6 +220,7 @@ def _make_job(args: argparse.Namespace, block: Any) -> Any:
         limit = None  # the engine's default: each copy's slice once
     try:
         return Job(name=args.name, rw=rw, bs=args.bs, iodepth=args.iodepth, numjobs=args.numjobs,
+                   iodepth_batch_submit=args.iodepth_batch_submit,
                    runtime=args.runtime, size=limit, offset=offset, span=span, rwmixread=rwmixread,
                    verify=args.verify is not None, do_verify=args.do_verify, seed=args.seed)
     except ValueError as exc:

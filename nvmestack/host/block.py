@@ -1449,7 +1449,7 @@ class BlockDevice(_Ops):
             template = self._templates[(cls, nsid)] = bytes(cls(nsid=nsid))
         raw = bytearray(template)
         _RW_RANGE.pack_into(raw, _RW_RANGE_OFF, slba, (nblocks - 1) | (_FUA if fua else 0))
-        return cls.view(raw)
+        return cls.adopt(raw)
 
     def _io_request(self, make_io: Callable[..., Any], op: Op, lba: int, nblocks: int, segs: list[memoryview],
                     fua: bool) -> _IoRequest:

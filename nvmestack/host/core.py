@@ -888,7 +888,7 @@ class NvmeController:
             if req.admin:
                 queue = self.admin_queue
             else:
-                qid = req.context.get("qid")
+                qid = req._context.get("qid") if req._context else None
                 if qid:
                     queue = self.io_queues[qid - 1] if qid <= len(self.io_queues) else None
                     if queue is None:
@@ -964,7 +964,9 @@ class NvmeController:
         req.aborted = False
         req.status = None
         req.traced = True
-        self.tracer.setup(req)
+        tracer = self.tracer
+        if tracer.enabled:  # both tracers return at once when not
+            tracer.setup(req)
 
     # -- completion ---------------------------------------------------------------
 
@@ -982,7 +984,10 @@ class NvmeController:
         req.dw1 = dw1
         req.completed_at = time.perf_counter()
         if req.traced:
-            self._trace_complete(req)
+            if self.tracer.enabled:
+                self._trace_complete(req)
+            else:
+                req.traced = False
         if not status.ok and self._should_retry(req, status):
             req.retries += 1
             req.status = None
@@ -1036,8 +1041,11 @@ class NvmeController:
         if not req.traced:
             return
         req.traced = False
+        tracer = self.tracer
+        if not tracer.enabled:
+            return
         try:
-            self.tracer.complete(req)
+            tracer.complete(req)
         except Exception:
             log.exception("tracer failed on %r", req)
 

@@ -121,7 +121,7 @@ class HostRequest:
         "cmd", "data", "meta", "direction", "qid", "status", "result", "dw1", "error",
         "timeout", "deadline", "retries", "aborted", "noretry", "internal", "passthru",
         "reserved", "polled", "submitted_at", "completed_at", "queue", "tag", "ctrl",
-        "mapping", "context", "traced", "_poll", "_poll_wait", "_event", "_lock", "_callbacks", "_completing", "_done",
+        "mapping", "_context", "traced", "_poll", "_poll_wait", "_event", "_lock", "_callbacks", "_completing", "_done",
         "__weakref__",
     )
 
@@ -191,14 +191,14 @@ class HostRequest:
         self.tag = -1
         self.ctrl = None
         self.mapping = None  # the transport's data mapping (PRP lists, bounce buffers)
-        self.context: dict[str, Any] = {}
+        self._context: dict[str, Any] | None = None  # made by the first use of ``context``
         self.traced = False  # the tracer saw this attempt's setup and not yet its completion
         self._poll: Callable[[], Any] | None = None
         # A polled queue's wait for its completions to arrive (no thread wakes us).
         self._poll_wait: Callable[[float], Any] | None = None
         self._event: threading.Event | None = None  # made by the first wait that must block
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[HostRequest], Any]] = []
+        self._callbacks: list[Callable[[HostRequest], Any]] | None = None  # made by the first callback
         self._completing = False
         self._done = False
 
@@ -210,6 +210,15 @@ class HostRequest:
         if bits == 0:
             return DIR_FROM_DEVICE
         return bits
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """A dict for the layers' own notes about this request (made when
+        first asked for: most requests never need one)."""
+        context = self._context
+        if context is None:
+            context = self._context = {}
+        return context
 
     # -- identity ---------------------------------------------------------------
 
@@ -281,11 +290,11 @@ class HostRequest:
         :meth:`_begin_completion` and the result fields were set)."""
         with self._lock:
             self._done = True
-            callbacks, self._callbacks = self._callbacks, []
+            callbacks, self._callbacks = self._callbacks, None
             event = self._event
         if event is not None:
             event.set()
-        for fn in callbacks:
+        for fn in callbacks or ():
             try:
                 fn(self)
             except Exception:  # a caller's callback must not break the driver
@@ -301,6 +310,8 @@ class HostRequest:
         """Call ``fn(req)`` when the request is done (at once if it is)."""
         with self._lock:
             if not self._done:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(fn)
                 return
         self._call(fn)

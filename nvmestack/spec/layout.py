@@ -441,6 +441,16 @@ class Struct:
         return obj
 
     @classmethod
+    def adopt(cls, buf: bytearray):
+        """A view of ``buf``, a bytearray of exactly ``cls.SIZE`` bytes made
+        for it (a command built from a template): :meth:`view` without the
+        checks, for the I/O fast path."""
+        obj = cls.__new__(cls)
+        obj._mv = memoryview(buf)
+        obj._off = 0
+        return obj
+
+    @classmethod
     def decode(cls, data: Any):
         """A view of the first ``SIZE`` bytes of ``data`` (which must hold them)."""
         return cls.view(data, 0)

@@ -167,10 +167,30 @@ def test_json_report_keys(dev):
     assert "IOPS=" in text and "lat percentiles" in text and "Run status" in text
 
 
+def test_iodepth_batch_submit_bounds_each_submission(dev, ctrl):
+    """fio's iodepth_batch_submit: at most that many I/Os per submission
+    batch (one doorbell each); 0 sends every free slot at once."""
+
+    def counts():
+        return sum(q.submitted for q in ctrl.io_queues), sum(q.doorbells for q in ctrl.io_queues)
+
+    s0, d0 = counts()
+    res = run(dev, rw="randread", bs=BS, iodepth=8, iodepth_batch_submit=2, size=64 * BS, span=128 * BS)
+    s1, d1 = counts()
+    assert res.jobs[0].error is None and res.read.ios == 64
+    assert s1 - s0 == 64
+    assert d1 - d0 >= 32  # never more than 2 commands per doorbell
+    res = run(dev, rw="randread", bs=BS, iodepth=8, size=64 * BS, span=128 * BS)
+    s2, d2 = counts()
+    assert res.read.ios == 64 and s2 - s1 == 64
+    assert d2 - d1 < 64  # the first refill of 8 goes out in one batch
+
+
 @pytest.mark.parametrize("options, message", [
     ({"rw": "sideways"}, "rw must be"),
     ({"iodepth": 0}, "iodepth"),
     ({"rwmixread": 101}, "rwmixread"),
+    ({"iodepth_batch_submit": -1}, "iodepth_batch_submit"),
 ])
 def test_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
