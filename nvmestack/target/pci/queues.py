@@ -222,6 +222,9 @@ class _Arbiter:
     def pick(self, ready: list[SubmissionQueue], ams: int, arbitration: int) -> SubmissionQueue:
         ab = arbitration & 0x7
         burst = None if ab == NO_BURST_LIMIT else 1 << ab
+        if ams != Ams.WRRU and len(ready) == 1:  # round robin over one queue (the usual I/O load)
+            self.rr.pick([ready[0].qid], burst)
+            return ready[0]
         by_qid = {sq.qid: sq for sq in ready}
         if ams != Ams.WRRU:
             return by_qid[self.rr.pick(sorted(by_qid), burst)]
@@ -290,6 +293,10 @@ class QueueManager:
         self.lock = threading.RLock()
         self.post_lock = threading.RLock()
         self._fast_ready: tuple[Any, bool] | None = None  # (FastIo, its ready()) for this run of commands
+        # The Arbitration feature's dword for this run of commands (None: read
+        # it again): read once per run, and again after any command of the
+        # general path (a Set Features changes it).
+        self._arbitration: int | None = None
         self._post_scope = _Posting(self)
         # Held while a command is fetched and started; the function holds it
         # around resets so that no command of an old queue starts after one.
@@ -581,6 +588,7 @@ class QueueManager:
             return
         self._local.busy = True
         self._fast_ready = None  # looked at again for this run of commands
+        self._arbitration = None
         try:
             while not self._closed:
                 with self.gate:
@@ -614,11 +622,16 @@ class QueueManager:
         """The next command by arbitration: (sq, cq, 64 bytes), head moved."""
         if not self._fetching():
             return None
-        ready = [sq for sq in self.sqs.values() if self._ready(sq)]
+        cqs = self.cqs
+        # _ready() of each queue, inline (every command).
+        ready = [sq for sq in self.sqs.values()
+                 if sq.head != sq.tail and (cq := cqs.get(sq.cqid)) is not None and not cq.held]
         if not ready:
             return None
         # Arbitration Burst applies to round robin too; the weights to WRR.
-        arbitration = self.ctrl.features.value(FeatureId.ARBITRATION)
+        arbitration = self._arbitration
+        if arbitration is None:
+            arbitration = self._arbitration = self.ctrl.features.value(FeatureId.ARBITRATION)
         sq = self.arbiter.pick(ready, self.ams, arbitration)
         raw = bytes(self.memory.view(sq.address(sq.head), SQE_SIZE))
         sq.head = (sq.head + 1) % sq.size
@@ -639,6 +652,7 @@ class QueueManager:
             if ready[1] and self._fast(fast, sq, cq, raw):
                 return
         self._fast_ready = None
+        self._arbitration = None
         ctrl = self.ctrl
         req = ctrl.new_request(raw, sq.qid, self._completer(sq, cq))
         try:
@@ -654,6 +668,8 @@ class QueueManager:
             log.exception("internal error starting %r", req)
             if not req.done:
                 ctrl._fail(req, NvmeError(GenericStatus.INTERNAL_ERROR, dnr=False, msg=str(exc)))
+        finally:
+            self._arbitration = None  # it may have changed it
 
     def _fast(self, fast: FastIo, sq: SubmissionQueue, cq: CompletionQueue, raw: bytes) -> bool:
         """Offer a command with FUSE 00b and PRPs to the fast path; True when
