@@ -151,10 +151,9 @@ _DATA_TTAG = H2CData.ttag.offset
 _DATA_OFFSET = C2HData.datao.offset  # DATAO, and R2TO in an R2T
 _DATA_LENGTH = C2HData.datal.offset  # DATAL, and R2TL in an R2T
 assert _DATA_LENGTH == _DATA_OFFSET + 4
-_LE32X2 = _struct.Struct("<II")  # DATAO and DATAL (R2TO and R2TL) in one read
 assert (R2T.cccid.offset, R2T.ttag.offset, R2T.r2to.offset, R2T.r2tl.offset) == (
     _DATA_CCCID, _DATA_TTAG, _DATA_OFFSET, _DATA_LENGTH)
-# A C2HData header's FLAGS, CCCID, DATAO and DATAL in one read (the fast lane).
+# A C2HData header's FLAGS, CCCID, DATAO and DATAL in one read (both lanes).
 _C2H_FIELDS = _struct.Struct(f"<{_FEI_FLAGS}xB{_DATA_CCCID - _FEI_FLAGS - 1}xH{_DATA_OFFSET - _DATA_CCCID - 2}xII")
 assert _C2H_FIELDS.size == _DATA_LENGTH + 4
 _FES_OFF = C2HTermReq.fes.offset
@@ -1276,8 +1275,7 @@ class HostStream(_Stream):
         events.append(R2TReceived(*info.ref))
 
     def _check_c2h(self, pdu: memoryview, info: _Pdu) -> None:
-        cccid = _LE16.unpack_from(pdu, _DATA_CCCID)[0]
-        datao, datal = _LE32X2.unpack_from(pdu, _DATA_OFFSET)
+        _flags, cccid, datao, datal = _C2H_FIELDS.unpack_from(pdu, 0)
         self._c2h_fields(cccid, datao, datal, info.data_len, info.flags)
         info.ref = cccid
         info.extra = datao

@@ -623,6 +623,13 @@ def _done_io(op: Op, value: Any) -> BlockIO:
 _current_plug: contextvars.ContextVar[Plug | None] = contextvars.ContextVar("nvmestack_block_plug", default=None)
 
 
+def _open_plug() -> Plug | None:
+    """The plug of this context (thread or asyncio task), None when there
+    is none or it has ended."""
+    current = _current_plug.get()
+    return current if current is not None and not current._closed else None
+
+
 class Plug:
     """Requests collected before dispatch (Linux struct blk_plug): pieces
     merge into the requests already here; the lot is dispatched in order
@@ -690,8 +697,8 @@ def plug(*, merge: bool = True) -> Iterator[Plug]:
     and dispatch them, merged (unless ``merge`` is False), at the end as
     one submission batch.  Nested plugs join the outer one (as
     blk_start_plug())."""
-    current = _current_plug.get()
-    if current is not None and not current._closed:
+    current = _open_plug()
+    if current is not None:
         yield current
         return
     p = Plug(merge)
@@ -806,16 +813,12 @@ class _Stats:
         now = self.clock()
         rq.start_ns = now
         with self.lock:
-            if now > self.stamp:  # _update_io_ticks(now, False), inline (every request)
-                in_flight = self.in_flight
-                if in_flight[0] or in_flight[1]:
-                    self.io_ticks += now - self.stamp
-                self.stamp = now
+            self._update_io_ticks(now, False)
             self.in_flight[_WRITE_OF[rq.op]] += 1
 
     def merge(self, op: Op) -> None:
         with self.lock:
-            self.merges[_GROUP[op]] += 1
+            self.merges[_GROUP_OF[op]] += 1
 
     def done(self, rq: _Request, block_size: int) -> bool:
         """Count ``rq`` as completed, once: False (nothing counted) when it
@@ -827,9 +830,7 @@ class _Stats:
             if rq.completed:
                 return False
             rq.completed = True
-            if now > self.stamp:  # _update_io_ticks(now, True), inline (every request)
-                self.io_ticks += now - self.stamp
-                self.stamp = now
+            self._update_io_ticks(now, True)
             self.ios[group] += 1
             if op != Op.FLUSH:
                 self.sectors[group] += rq.nblocks * block_size // SECTOR_SIZE
@@ -1133,10 +1134,10 @@ class BlockDevice(_Ops):
         MDTS changed, which is never on the I/O path."""
         ns = self.ns
         ctrl = ns.ctrl
-        try:  # the host core's controller has them all
+        try:  # the host core's controller has them all (a plain read: every command asks)
             key = (ctrl.identify, ns.identify, ctrl.identify_nvm, ctrl.transport, ns.block_size, ctrl.max_transfer,
                    ctrl.max_segments)
-        except AttributeError:
+        except AttributeError:  # another controller: what it lacks counts as None (0 for max_transfer)
             key = (getattr(ctrl, "identify", None), getattr(ns, "identify", None), getattr(ctrl, "identify_nvm", None),
                    getattr(ctrl, "transport", None), ns.block_size, getattr(ctrl, "max_transfer", 0),
                    getattr(ctrl, "max_segments", None))
@@ -1182,19 +1183,18 @@ class BlockDevice(_Ops):
     # -- arguments
 
     def _whole_blocks(self, nbytes: int) -> int:
-        bs = int(self.ns.block_size)
+        bs = self.block_size
         if nbytes % bs:
             raise ValueError(f"buffer size {nbytes} is not a multiple of the block size {bs}")
         return nbytes // bs
 
     def _lba_range(self, lba: Any, nblocks: Any) -> tuple[int, int]:
         lba, nblocks = operator.index(lba), operator.index(nblocks)
-        ns = self.ns
-        if getattr(ns, "removed", False):
+        if getattr(self.ns, "removed", False):
             raise OSError(errno.ENXIO, f"{self.name}: the namespace was removed")
         if lba < 0 or nblocks < 0:
             raise ValueError(f"negative LBA or block count ({lba}, {nblocks})")
-        cap = int(ns.nblocks)
+        cap = self.nblocks
         if lba + nblocks > cap or (nblocks == 0 and lba > cap):
             raise ValueError(f"blocks {lba}..{lba + nblocks - 1} are beyond the end of {self.name} ({cap} blocks)")
         return lba, nblocks
@@ -1225,9 +1225,7 @@ class BlockDevice(_Ops):
             # One buffer that fits one command: the piece _split_rw would make.
             if prinfo is None and FAST_PATH:
                 make_io = getattr(self.ns.ctrl, "make_io", None)
-                current = _current_plug.get()
-                if current is not None and current._closed:
-                    current = None
+                current = _open_plug()
                 if make_io is not None and (current is None or not current.merge):
                     # Nothing can merge with it: the command itself is the request.
                     return self._queue_one(self._io_request(make_io, op, lba, nblocks, segs, fua), value, current,
@@ -1285,9 +1283,7 @@ class BlockDevice(_Ops):
         return self._queue(op, None, pieces, limits)
 
     def _queue(self, op: Op, value: Any, pieces: list[_Request], limits: QueueLimits) -> BlockIO:
-        current = _current_plug.get()
-        if current is not None and current._closed:
-            current = None
+        current = _open_plug()
         if len(pieces) == 1:
             return self._queue_one(pieces[0], value, current, limits)
         io = BlockIO(op, value)
@@ -1468,11 +1464,7 @@ class BlockDevice(_Ops):
 
     def _io_done(self, req: _IoRequest) -> None:
         """An _IoRequest finished (its HostRequest completion)."""
-        status = req.status
-        if req.error is None and status is not None and status.ok:
-            self._complete(req, None)
-        else:
-            self._on_done(req, req)
+        self._on_done(req, req)
 
     def _on_done(self, rq: _Request, hreq: Any) -> None:
         status = hreq.status
@@ -1488,7 +1480,7 @@ class BlockDevice(_Ops):
 
     def _complete(self, rq: _Request, exc: BaseException | None) -> None:
         try:
-            first = self._stats.done(rq, int(self.ns.block_size))
+            first = self._stats.done(rq, self.block_size)
         except Exception:
             log.exception("%s: statistics update failed", self.name)
             first = True

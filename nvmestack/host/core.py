@@ -984,10 +984,7 @@ class NvmeController:
         req.dw1 = dw1
         req.completed_at = time.perf_counter()
         if req.traced:
-            if self.tracer.enabled:
-                self._trace_complete(req)
-            else:
-                req.traced = False
+            self._trace_complete(req)
         if not status.ok and self._should_retry(req, status):
             req.retries += 1
             req.status = None

@@ -622,10 +622,7 @@ class QueueManager:
         """The next command by arbitration: (sq, cq, 64 bytes), head moved."""
         if not self._fetching():
             return None
-        cqs = self.cqs
-        # _ready() of each queue, inline (every command).
-        ready = [sq for sq in self.sqs.values()
-                 if sq.head != sq.tail and (cq := cqs.get(sq.cqid)) is not None and not cq.held]
+        ready = [sq for sq in self.sqs.values() if self._ready(sq)]
         if not ready:
             return None
         # Arbitration Burst applies to round robin too; the weights to WRR.
@@ -652,7 +649,6 @@ class QueueManager:
             if ready[1] and self._fast(fast, sq, cq, raw):
                 return
         self._fast_ready = None
-        self._arbitration = None
         ctrl = self.ctrl
         req = ctrl.new_request(raw, sq.qid, self._completer(sq, cq))
         try:
